@@ -1,0 +1,35 @@
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help install test test-fast lint format train clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install:  ## install lods and its dev tools (CPU torch kept by constraints.txt)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e ".[dev]"
+
+test:  ## the full test suite (what CI runs)
+	$(PYTHON) -m pytest -q
+
+test-fast:  ## unit tests only, skipping end-to-end train.py runs
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint:  ## static checks
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format:  ## rewrite the code in the house style
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+train:  ## one default run (override with ARGS="prior=lods_lora prompt='a red cube'")
+	$(PYTHON) train.py $(ARGS)
+
+clean:  ## remove caches (run outputs in outputs/ and multirun/ are kept)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,34 @@
+"""LODS with a learnable unconditional embedding (LODS Sec. 3.4, Algorithm 2).
+
+    g = w(t) [ eps(z_t; y) + (1 - s)/s eps(z_t; alpha) - eps/s ]       (Eq. 7)
+    alpha <- argmin ||eps(z_t'; alpha) - eps'||^2                       (Eq. 8, independent of s)
+
+``alpha`` starts at the null (negative-prompt) embedding, or at the source caption when editing
+(Sec. 3.5). With ``alpha`` frozen at the null embedding, Eq. 7 is SDS divided by ``s``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lods.priors.base import Prior, inverse, mse, normalized_guided
+
+
+class LODSEmbedding(Prior):
+    learns = True
+
+    def setup(self, model, conditioning, max_steps=1):
+        super().setup(model, conditioning, max_steps)
+        self.alpha = nn.Parameter(conditioning.learnable_init[:1].detach().float().clone())  # [1, L, D]
+
+    def target(self, z_t, t, c, scale):
+        eps_cond = self.model.eps(z_t, t, c.cond)
+        eps_alpha = self.model.eps(z_t, t, self.alpha)
+        return normalized_guided(eps_cond, eps_alpha, scale)  # Eq. 7: eps_c + (1-s)/s eps(alpha)
+
+    def control(self, z_t, t, noise, c, scale):
+        return noise * inverse(scale)  # Eq. 7: eps / s
+
+    def own_loss(self, z, c, t, noise, generator=None):
+        z_t = self.model.add_noise(z, noise, t)
+        return mse(self.model.eps(z_t, t, self.alpha), noise)  # Eq. 8
