@@ -4,7 +4,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-fast lint format train clean
+.PHONY: help install test test-fast lint format train bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ format:  ## rewrite the code in the house style
 
 train:  ## one default run (override with ARGS="prior=lods_lora prompt='a red cube'")
 	$(PYTHON) train.py $(ARGS)
+
+bench:  ## speed benchmarks (not tests): per-step time of every prior relative to SDS
+	$(PYTHON) -m lods.eval.prior_speed --steps 30
 
 clean:  ## remove caches (run outputs in outputs/ and multirun/ are kept)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -30,3 +31,20 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(overrides: list[str], run_dir: str | None = None, config_name: str = "train"):
+    """The config ``python train.py <overrides>`` would run, composed in-process (tests, benchmarks)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir) if run_dir else None
+    return cfg

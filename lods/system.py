@@ -125,8 +125,9 @@ class ScoreDistillationSystem(pl.LightningModule):
         return path
 
     def timing(self) -> dict[str, float]:
-        times = self.step_times[1:] or self.step_times  # the first step pays for warm-up
-        return {"seconds_per_step": sum(times) / max(len(times), 1)} if times else {}
+        """Median seconds per step (the first step, which pays for warm-up, excluded)."""
+        times = sorted(self.step_times[1:] or self.step_times)
+        return {"seconds_per_step": times[len(times) // 2]} if times else {}
 
     # --------------------------------------------------------------- state
     def on_save_checkpoint(self, checkpoint: dict) -> None:

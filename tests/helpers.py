@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-import lods.config  # noqa: F401
+from lods.config import CONF_DIR, compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 
 
 def make_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose("train", overrides=overrides, return_hydra_config=False)
+    cfg = compose_config(overrides, run_dir)
     with open_dict(cfg):
-        cfg.run_dir = str(run_dir) if run_dir else None
         cfg.trainer.accelerator = "cpu"
         cfg.trainer.enable_progress_bar = False
     return cfg

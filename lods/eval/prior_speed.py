@@ -1,0 +1,68 @@
+"""Per-step time of every prior relative to SDS, measured in one process through train().
+
+    python -m lods.eval.prior_speed                 # model=tiny, 2D, 30 steps per prior
+    python -m lods.eval.prior_speed --steps 50 --override model=toyworld
+
+Each prior runs the same task, backbone and model; the first step (warm-up) is excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+PRIORS = ("sds", "sds_ref", "lods_embedding", "lods_lora", "vsd", "sdi", "dds")
+
+
+def measure(steps: int, overrides: list[str], priors=PRIORS) -> dict[str, float]:
+    """Seconds per step of each prior (editing task for DDS, text-to-image for the others)."""
+    from lods.config import compose_config
+    from lods.training import train
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for prior in priors:
+            task = ["task=image_editing", "backbone.init=source"] if prior == "dds" else []
+            cfg = compose_config(
+                [
+                    f"prior={prior}",
+                    *task,
+                    "logger=none",
+                    f"trainer.max_steps={steps}",
+                    "trainer.accelerator=cpu",
+                    "+trainer.enable_progress_bar=false",
+                    f"checkpoint_every={steps}",
+                    "image_every=0",
+                    *overrides,
+                ],
+                run_dir=f"{tmp}/{prior}",
+            )
+            results[prior] = train(cfg)["seconds_per_step"]
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    results = measure(args.steps, args.override)
+    table = Table(title=f"median seconds per step ({args.steps} steps)")
+    for column in ("prior", "s/step", "ratio to SDS"):
+        table.add_column(column)
+    for prior, seconds in results.items():
+        table.add_row(prior, f"{seconds:.4f}", f"{seconds / results['sds']:.2f}")
+    Console().print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
