@@ -4,7 +4,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-fast lint format train bench clean
+.PHONY: help install test test-fast lint format train bench toyworld-prior toyworld-card clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,13 @@ format:  ## rewrite the code in the house style
 
 train:  ## one default run (override with ARGS="prior=lods_lora prompt='a red cube'")
 	$(PYTHON) train.py $(ARGS)
+
+toyworld-prior:  ## retrain the embedded toyworld prior from scratch (about an hour on 2 CPU cores), then its card
+	$(PYTHON) -m lods.toyworld.prior
+	$(MAKE) toyworld-card
+
+toyworld-card:  ## measure the shipped prior against ground truth and rewrite its model card
+	$(PYTHON) -m lods.toyworld.card
 
 bench:  ## speed benchmarks (not tests): per-step time of every prior relative to SDS
 	$(PYTHON) -m lods.eval.prior_speed --steps 30

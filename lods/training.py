@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import lods.config  # noqa: F401  (registers the config resolvers)
+from lods.eval.ground_truth import ground_truth_report
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
 
@@ -128,8 +129,15 @@ def train(cfg: DictConfig) -> dict:
         raise _interrupted(trainer, cfg, run_dir)
 
     final = system.save_images("final")
-    for i, image in enumerate(system.images().cpu()):
+    images = system.images().cpu()
+    for i, image in enumerate(images):
         save_grid(image[None], run_dir / "images" / f"final_{i}.png")
+    report = ground_truth_report(model, system.task.prompt, images)
+    if report is not None:
+        gt_metrics, references = report
+        save_grid(references, run_dir / "images" / "ground_truth.png")
+        for logger in trainer.loggers:
+            logger.log_metrics({k: v for k, v in gt_metrics.items() if isinstance(v, float)}, step=trainer.global_step)
     metrics = {
         "steps": int(trainer.global_step),
         "wall_seconds": round(time.perf_counter() - started, 3),
@@ -138,6 +146,7 @@ def train(cfg: DictConfig) -> dict:
         **system.task.describe(),
         "prior": type(system.prior).__name__,
         "image": str(final.relative_to(run_dir)) if final else None,
+        **(report[0] if report else {}),
     }
     result_file.write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("finished: %s", run_dir)
