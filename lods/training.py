@@ -17,6 +17,7 @@ import lods.config  # noqa: F401  (registers the config resolvers)
 from lods.eval.ground_truth import ground_truth_report
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
+from lods.utils.logging import drop_rows_from
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def train(cfg: DictConfig) -> dict:
         log.info("run %s already finished; nothing to do", run_dir)
         return json.loads(result_file.read_text())
 
+    if checkpoint is not None:  # the steps after the checkpoint are run, and logged, again
+        drop_rows_from(run_dir / "metrics.csv", torch.load(checkpoint, weights_only=False)["global_step"])
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = instantiate(cfg.model)
     system = ScoreDistillationSystem(

@@ -20,7 +20,7 @@ EDITING_PRIORS = ["dds", "lods_embedding", "lods_lora"]
 
 def run(tmp_path, *overrides, name="run"):
     cfg = make_config(
-        ["logger=csv", "trainer.max_steps=4", "checkpoint_every=2", "image_every=2", *overrides],
+        ["model=tiny", "logger=csv", "trainer.max_steps=4", "checkpoint_every=2", "image_every=2", *overrides],
         run_dir=tmp_path / name,
     )
     return train(cfg), tmp_path / name
@@ -59,7 +59,7 @@ def test_image_editing_run(tmp_path, prior):
 
 
 def test_editing_alpha_starts_at_the_source_caption(tmp_path):
-    cfg = make_config(["task=image_editing", "prior=lods_embedding"], run_dir=tmp_path)
+    cfg = make_config(["model=tiny", "task=image_editing", "prior=lods_embedding"], run_dir=tmp_path)
     from hydra.utils import instantiate
 
     model = instantiate(cfg.model)
@@ -109,6 +109,10 @@ def test_a_crashed_run_resumes_to_the_same_result(tmp_path, prior, monkeypatch):
 
     metrics = train(make_config([f"resume={tmp_path / 'crashed'}"]))
     assert metrics["steps"] == 6
+    logged = [
+        int(float(line.split(",")[-1])) for line in (tmp_path / "crashed" / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert logged == list(range(6))  # the history before the crash is kept, each step logged once
     assert torch.equal(final_image(tmp_path / "crashed"), final_image(tmp_path / "straight"))
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     resumed = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
