@@ -29,7 +29,13 @@ from lods.utils.images import save_grid
 
 GENERATION_PRIORS = ("sds", "sds_ref", "lods_embedding", "lods_lora", "vsd", "sdi")
 EDITING_PRIORS = ("dds",)
-VIEW_CAMERA = {"front": (0.0, 15.0), "side": (90.0, 15.0), "back": (180.0, 15.0), "overhead": (0.0, 75.0), None: (0.0, 15.0)}
+VIEW_CAMERA = {
+    "front": (0.0, 15.0),
+    "side": (90.0, 15.0),
+    "back": (180.0, 15.0),
+    "overhead": (0.0, 75.0),
+    None: (0.0, 15.0),
+}
 
 
 def recoloured(caption: str) -> str:
@@ -69,12 +75,26 @@ def run_table(per_category: int, steps: int, overrides: list[str], out: Path | N
                 task = [f"prompt='{caption}'"]
                 if prior in EDITING_PRIORS:
                     source, image = editing_source(caption, tmp)
-                    task = ["task=image_editing", f"task.prompt='{caption}'", f"task.source_prompt='{source}'",
-                            f"task.source_image={image}", "backbone.init=source"]
+                    task = [
+                        "task=image_editing",
+                        f"task.prompt='{caption}'",
+                        f"task.source_prompt='{source}'",
+                        f"task.source_image={image}",
+                        "backbone.init=source",
+                    ]
                 cfg = compose_config(
-                    ["model=toyworld", f"prior={prior}", *task, "logger=none", f"trainer.max_steps={steps}",
-                     "trainer.accelerator=cpu", "+trainer.enable_progress_bar=false", f"checkpoint_every={steps}",
-                     "image_every=0", *overrides],
+                    [
+                        "model=toyworld",
+                        f"prior={prior}",
+                        *task,
+                        "logger=none",
+                        f"trainer.max_steps={steps}",
+                        "trainer.accelerator=cpu",
+                        "+trainer.enable_progress_bar=false",
+                        f"checkpoint_every={steps}",
+                        "image_every=0",
+                        *overrides,
+                    ],
                     run_dir=str(tmp / f"{prior}_{i}"),
                 )
                 metrics = train(cfg)
@@ -89,8 +109,9 @@ def run_table(per_category: int, steps: int, overrides: list[str], out: Path | N
                     final.replace(image_dir / f"{prior}_{i:02d}.png")
     table = summarize(rows)
     if out:
-        (out / "results.json").write_text(json.dumps({"rows": rows, "table": table, "steps": steps,
-                                                       "overrides": overrides}, indent=2) + "\n")
+        (out / "results.json").write_text(
+            json.dumps({"rows": rows, "table": table, "steps": steps, "overrides": overrides}, indent=2) + "\n"
+        )
         (out / "table.md").write_text(markdown(table))
     return {"rows": rows, "table": table}
 
