@@ -22,8 +22,7 @@ class LODSEmbedding(Prior):
         self.alpha = nn.Parameter(conditioning.learnable_init[:1].detach().float().clone())  # [1, L, D]
 
     def target(self, z_t, t, c, scale):
-        eps_cond = self.model.eps(z_t, t, c.cond)
-        eps_alpha = self.model.eps(z_t, t, self.alpha)
+        eps_cond, eps_alpha = self.model.eps_pair(z_t, t, c.cond, self.alpha.to(c.cond.dtype))  # one U-Net call
         return normalized_guided(eps_cond, eps_alpha, scale)  # Eq. 7: eps_c + (1-s)/s eps(alpha)
 
     def control(self, z_t, t, noise, c, scale):
