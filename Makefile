@@ -30,7 +30,7 @@ format:  ## rewrite the code in the house style
 train:  ## one default run (override with ARGS="prior=lods_lora prompt='a red cube'")
 	$(PYTHON) train.py $(ARGS)
 
-toyworld-prior:  ## retrain the embedded toyworld prior from scratch (about an hour on 2 CPU cores), then its card
+toyworld-prior:  ## retrain the toyworld prior from scratch into lods/models/toyworld (~1 h on 2 CPU cores; git keeps the old), then its card
 	$(PYTHON) -m lods.toyworld.prior
 	$(MAKE) toyworld-card
 
