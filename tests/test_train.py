@@ -215,3 +215,15 @@ def test_cli_bad_model_path(tmp_path):
     )
     assert result.returncode != 0
     assert "could not load the diffusion model '/no/such/model'" in result.stderr
+
+
+def test_default_run_uses_the_toyworld_prior_and_scores_against_ground_truth(tmp_path):
+    """The README's main job with every default (model=toyworld, W&B offline): image + ground-truth metrics."""
+    result = cli("task=text_to_image", "prompt=a red cube", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 500 and metrics["gt/category"] == "single"
+    assert metrics["gt/iou"] > 0.5 and metrics["gt/psnr"] > 15  # a red cube, not noise
+    for path in ("images/final.png", "images/ground_truth.png", "metrics.csv", "config.yaml"):
+        assert (tmp_path / "run" / path).is_file(), path
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
