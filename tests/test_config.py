@@ -46,8 +46,8 @@ def test_loggers_instantiate(option, tmp_path):
 @pytest.mark.parametrize("option", options("model"))
 def test_models_instantiate_or_say_where_to_get_weights(option):
     cfg = make_config([f"model={option}"])
-    if option == "tiny":
-        assert instantiate(cfg.model).image_size == 32
+    if option in ("tiny", "toyworld"):  # built in code / shipped in the repository
+        assert instantiate(cfg.model).image_size == {"tiny": 32, "toyworld": 64}[option]
         return
     with pytest.raises(Exception) as err:  # Hydra wraps the loader's error
         instantiate(cfg.model)
