@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from lods.eval.runs import run_quietly
 from lods.toyworld import grammar
 from lods.toyworld.evaluate import METRIC_KEYS, evaluation_captions
 from lods.toyworld.render import default_cameras, render_scene
@@ -62,9 +63,6 @@ def editing_source(caption: str, folder: Path) -> tuple[str, Path]:
 
 
 def run_table(per_category: int, steps: int, overrides: list[str], out: Path | None, priors=None) -> dict:
-    from lods.config import compose_config
-    from lods.training import train
-
     priors = priors or (*GENERATION_PRIORS, *EDITING_PRIORS)
     captions = evaluation_captions(per_category)
     rows = []
@@ -82,22 +80,9 @@ def run_table(per_category: int, steps: int, overrides: list[str], out: Path | N
                         f"task.source_image={image}",
                         "backbone.init=source",
                     ]
-                cfg = compose_config(
-                    [
-                        "model=toyworld",
-                        f"prior={prior}",
-                        *task,
-                        "logger=none",
-                        f"trainer.max_steps={steps}",
-                        "trainer.accelerator=cpu",
-                        "+trainer.enable_progress_bar=false",
-                        f"checkpoint_every={steps}",
-                        "image_every=0",
-                        *overrides,
-                    ],
-                    run_dir=str(tmp / f"{prior}_{i}"),
+                metrics = run_quietly(
+                    ["model=toyworld", f"prior={prior}", *task, *overrides], steps, str(tmp / f"{prior}_{i}")
                 )
-                metrics = train(cfg)
                 row = {"prior": prior, "caption": caption, "seconds_per_step": metrics["seconds_per_step"]}
                 row.update({k[3:]: v for k, v in metrics.items() if k.startswith("gt/")})
                 rows.append(row)

@@ -21,28 +21,14 @@ PRIORS = ("sds", "sds_ref", "lods_embedding", "lods_lora", "vsd", "sdi", "dds")
 
 def measure(steps: int, overrides: list[str], priors=PRIORS) -> dict[str, float]:
     """Seconds per step of each prior (editing task for DDS, text-to-image for the others)."""
-    from lods.config import compose_config
-    from lods.training import train
+    from lods.eval.runs import run_quietly
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for prior in priors:
             task = ["task=image_editing", "backbone.init=source"] if prior == "dds" else []
-            cfg = compose_config(
-                [
-                    f"prior={prior}",
-                    *task,
-                    "logger=none",
-                    f"trainer.max_steps={steps}",
-                    "trainer.accelerator=cpu",
-                    "+trainer.enable_progress_bar=false",
-                    f"checkpoint_every={steps}",
-                    "image_every=0",
-                    *overrides,
-                ],
-                run_dir=f"{tmp}/{prior}",
-            )
-            results[prior] = train(cfg)["seconds_per_step"]
+            metrics = run_quietly([f"prior={prior}", *task, *overrides], steps, f"{tmp}/{prior}")
+            results[prior] = metrics["seconds_per_step"]
     return results
 
 
