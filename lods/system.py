@@ -114,8 +114,9 @@ class ScoreDistillationSystem(pl.LightningModule):
     def images(self) -> Tensor:
         return self.backbone.images(self.model)
 
-    def save_images(self, name: str) -> Path | None:
-        images = self.images().cpu()
+    def save_images(self, name: str, images: Tensor | None = None) -> Path | None:
+        """Write (and log) the current images, decoding them unless ``images`` are given."""
+        images = self.images().cpu() if images is None else images
         path = None
         if self.run_dir is not None:
             path = save_grid(images, self.run_dir / "images" / f"{name}.png")

@@ -131,8 +131,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.interrupted or trainer.global_step < cfg.trainer.max_steps:
         raise _interrupted(trainer, cfg, run_dir)
 
-    final = system.save_images("final")
     images = system.images().cpu()
+    final = system.save_images("final", images)
     for i, image in enumerate(images):
         save_grid(image[None], run_dir / "images" / f"final_{i}.png")
     report = ground_truth_report(model, system.task.prompt, images)
