@@ -12,6 +12,7 @@ help:  ## list the targets
 install:  ## install lods and its dev tools (CPU torch kept by constraints.txt)
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt -e ".[dev]"
+	$(PIP) install -c constraints.txt --no-deps nerfstudio==1.1.5  # fields/samplers only; its own deps are in pyproject.toml
 
 test:  ## the full test suite (what CI runs)
 	$(PYTHON) -m pytest -q

@@ -47,11 +47,20 @@ class ScoreDistillationSystem(pl.LightningModule):
         self.run_dir = Path(run_dir) if run_dir else None
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
 
+        if getattr(backbone, "dims", 2) != task.dims:
+            raise ValueError(
+                f"backbone {type(backbone).__name__} is {getattr(backbone, 'dims', 2)}D but task "
+                f"{type(task).__name__} is {task.dims}D: use backbone=image with text_to_image/image_editing, "
+                "backbone=nerf or backbone=gaussians with text_to_3d/image_to_3d"
+            )
         resolution = backbone.resolution or model.image_size
         task.setup(model, resolution)
         backbone.setup(model, source_rgb=task.source_rgb, generator=self.generator)
-        batch = backbone.num_particles
-        prior.setup(model, task.conditioning(task.sample_cameras(0, batch, self.generator), batch), max_steps)
+        prior.setup(
+            model,
+            task.conditioning(task.sample_cameras(0, self.batch_size, self.generator), self.batch_size),
+            max_steps,
+        )
         cfg_schedule.setup(max_steps)
         self.step_times: list[float] = []
 
@@ -59,9 +68,14 @@ class ScoreDistillationSystem(pl.LightningModule):
     def model(self) -> DiffusionModel:
         return self._model[0]
 
+    @property
+    def batch_size(self) -> int:
+        """Images per step: the particles of a 2D backbone, the views of a 3D task."""
+        return getattr(self.task, "batch_size", None) or self.backbone.num_particles
+
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
-        groups = [{"params": list(self.backbone.parameters()), "lr": self.backbone.lr, "name": "backbone"}]
+        groups = self.backbone.param_groups()  # one group per learning rate
         prior_params = [p for p in self.prior.parameters() if p.requires_grad]
         if prior_params:
             groups.append({"params": prior_params, "lr": self.prior.lr, "name": "prior"})
@@ -72,32 +86,41 @@ class ScoreDistillationSystem(pl.LightningModule):
         start = time.perf_counter()
         step = self.global_step
         optimizer = self.optimizers()
-        n = self.backbone.num_particles
+        n = self.batch_size
 
         cameras = self.task.sample_cameras(step, n, self.generator)
-        out = self.backbone.render(cameras)
-        z = out.latent if out.latent is not None else self.model.encode(out.rgb)
+        out = self.backbone.render(cameras, step)
+        z = out.latent if out.latent is not None else self.model.encode(self._at_model_size(out.rgb))
         guidance_scale = self.cfg_schedule(step)
         prior_out = self.prior(z, self.task.conditioning(cameras, n), step, guidance_scale, generator=self.generator)
 
         losses = {"sds": sds_loss(z, prior_out.grad), "prior": prior_out.loss}
-        losses.update(self.task.losses(out, step))
+        losses.update(self.task.losses(out, step, self.backbone))
         losses.update(self.backbone.regularizers(out, step))
         loss = sum(losses.values())
 
         optimizer.zero_grad()
         self.manual_backward(loss)
         self._check_gradients(step)
+        backbone_info = self.backbone.after_backward(out, step, optimizer.optimizer)
         optimizer.step()
 
         self.step_times.append(time.perf_counter() - start)
         metrics = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
         metrics.update({f"prior/{k}": v for k, v in prior_out.info.items()})
+        metrics.update({f"backbone/{k}": v for k, v in backbone_info.items()})
         self.log_dict(metrics, on_step=True, prog_bar=False)
         self.log("loss", float(loss.detach()), prog_bar=True)
         if self.image_every and (step + 1) % self.image_every == 0:
             self.save_images(f"step_{step + 1:06d}")
         return loss.detach()
+
+    def _at_model_size(self, rgb: Tensor) -> Tensor:
+        """Renders resized to the diffusion model's resolution (e.g. 64x64 NeRF renders for SD's 512)."""
+        size = self.model.image_size
+        if rgb.shape[-2:] == (size, size):
+            return rgb
+        return torch.nn.functional.interpolate(rgb, (size, size), mode="bilinear", align_corners=False)
 
     def _check_gradients(self, step: int) -> None:
         bad = [name for name, p in self.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
@@ -112,7 +135,8 @@ class ScoreDistillationSystem(pl.LightningModule):
     # ---------------------------------------------------------------- outputs
     @torch.no_grad()
     def images(self) -> Tensor:
-        return self.backbone.images(self.model)
+        """The result: the 2D particles, or renders of a 3D backbone from the task's evaluation views."""
+        return self.backbone.images(self.model, self.task.eval_cameras())
 
     def save_images(self, name: str, images: Tensor | None = None) -> Path | None:
         """Write (and log) the current images, decoding them unless ``images`` are given."""
@@ -135,5 +159,7 @@ class ScoreDistillationSystem(pl.LightningModule):
         checkpoint["lods_generator_state"] = self.generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A densified 3D model has other parameter shapes than a fresh one: match them before loading.
+        self.backbone.prepare_state_dict(checkpoint["state_dict"], prefix="backbone.")
         if "lods_generator_state" in checkpoint:
             self.generator.set_state(checkpoint["lods_generator_state"])

@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import lods.config  # noqa: F401  (registers the config resolvers)
-from lods.eval.ground_truth import ground_truth_report
+from lods.eval.ground_truth import ground_truth_report, ground_truth_report_3d
+from lods.export import export_assets
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
 from lods.utils.logging import drop_rows_from
@@ -79,6 +80,37 @@ def _interrupted(trainer, cfg: DictConfig, run_dir: Path) -> RunInterruptedError
     )
 
 
+def build_system(cfg: DictConfig, run_dir: Path | None = None) -> ScoreDistillationSystem:
+    """The LightningModule a config describes (model, prior, backbone, task, schedules)."""
+    return ScoreDistillationSystem(
+        model=instantiate(cfg.model),
+        prior=instantiate(cfg.prior),
+        backbone=instantiate(cfg.backbone),
+        task=instantiate(cfg.task),
+        cfg_schedule=instantiate(cfg.cfg_schedule),
+        optimizer=instantiate(cfg.optimizer),
+        max_steps=cfg.trainer.max_steps,
+        seed=cfg.seed,
+        image_every=cfg.image_every,
+        run_dir=run_dir,
+    )
+
+
+def load_system(run_dir: str | Path) -> tuple[ScoreDistillationSystem, int]:
+    """A run's system restored from its last checkpoint, and that checkpoint's step."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    saved, checkpoint = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
+    for path in (saved, checkpoint):
+        if not path.is_file():
+            raise RunDirectoryError(f"'{run_dir}' has no {path.relative_to(run_dir)}: is it a lods run directory?")
+    system = build_system(OmegaConf.load(saved), run_dir)
+    state = torch.load(checkpoint, map_location=system.model.device, weights_only=False)
+    system.on_load_checkpoint(state)
+    system.load_state_dict(state["state_dict"])
+    system.eval()
+    return system, int(state["global_step"])
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one optimisation; returns its final metrics (also written to ``<run_dir>/metrics.json``)."""
     import lightning.pytorch as pl
@@ -93,19 +125,8 @@ def train(cfg: DictConfig) -> dict:
     if checkpoint is not None:  # the steps after the checkpoint are run, and logged, again
         drop_rows_from(run_dir / "metrics.csv", torch.load(checkpoint, weights_only=False)["global_step"])
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = instantiate(cfg.model)
-    system = ScoreDistillationSystem(
-        model=model,
-        prior=instantiate(cfg.prior),
-        backbone=instantiate(cfg.backbone),
-        task=instantiate(cfg.task),
-        cfg_schedule=instantiate(cfg.cfg_schedule),
-        optimizer=instantiate(cfg.optimizer),
-        max_steps=cfg.trainer.max_steps,
-        seed=cfg.seed,
-        image_every=cfg.image_every,
-        run_dir=run_dir,
-    )
+    system = build_system(cfg, run_dir)
+    model = system.model
     checkpointing = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="step{step:06d}",
@@ -131,11 +152,17 @@ def train(cfg: DictConfig) -> dict:
     if trainer.interrupted or trainer.global_step < cfg.trainer.max_steps:
         raise _interrupted(trainer, cfg, run_dir)
 
+    system.eval()
     images = system.images().cpu()
     final = system.save_images("final", images)
     for i, image in enumerate(images):
         save_grid(image[None], run_dir / "images" / f"final_{i}.png")
-    report = ground_truth_report(model, system.task.prompt, images)
+    exports = []
+    if system.task.dims == 3:
+        exports = export_assets(system, run_dir / "export", **cfg.get("export", {}))
+        report = ground_truth_report_3d(model, system, images)
+    else:
+        report = ground_truth_report(model, system.task.prompt, images)
     if report is not None:
         gt_metrics, references = report
         save_grid(references, run_dir / "images" / "ground_truth.png")
@@ -149,6 +176,7 @@ def train(cfg: DictConfig) -> dict:
         **system.task.describe(),
         "prior": type(system.prior).__name__,
         "image": str(final.relative_to(run_dir)) if final else None,
+        "exports": [str(p.relative_to(run_dir)) for p in exports],
         **(report[0] if report else {}),
     }
     result_file.write_text(json.dumps(metrics, indent=2) + "\n")

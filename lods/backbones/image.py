@@ -66,16 +66,27 @@ class ImageBackbone(nn.Module):
                 value = noise.to(model.device) * self.init_std
         self.image = nn.Parameter(value.detach().clone().float())
 
-    def render(self, cameras=None) -> RenderOutput:
+    dims = 2
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [self.image], "lr": self.lr, "name": "backbone"}]
+
+    def render(self, cameras=None, step: int | None = None) -> RenderOutput:
         if self.representation == "latent":
             return RenderOutput(rgb=None, latent=self.image)
         return RenderOutput(rgb=torch.sigmoid(self.image))
 
     @torch.no_grad()
-    def images(self, model: DiffusionModel) -> Tensor:
+    def images(self, model: DiffusionModel, cameras=None) -> Tensor:
         """The current images in [0, 1], [P, 3, H, W]."""
         out = self.render()
         return model.decode(out.latent) if out.rgb is None else out.rgb
 
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
         return {}
+
+    def after_backward(self, out: RenderOutput, step: int, optimizer) -> dict[str, float]:
+        return {}
+
+    def prepare_state_dict(self, state_dict: dict, prefix: str = "") -> None:
+        pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import Tensor
 
 from lods.diffusion.model import DiffusionModel
@@ -27,4 +28,45 @@ def ground_truth_report(model: DiffusionModel, prompt: str, images: Tensor) -> t
     except ValueError as err:  # not a caption of the toyworld grammar
         log.warning("no ground-truth metrics: %s", err)
         return None
+    return {f"gt/{k}": v for k, v in metrics.items()}, references
+
+
+def ground_truth_report_3d(model: DiffusionModel, system, images: Tensor) -> tuple[dict, Tensor] | None:
+    """(metrics prefixed ``gt/``, ground-truth renders) of a 3D toyworld run at its evaluation views.
+
+    ``images`` are the run's renders of ``system.task.eval_cameras()``; the opacity of the same views is
+    rendered again for the floater metric. Metrics are the means over the views
+    (``lods.toyworld.metrics.caption_metrics``, including the Janus rate).
+    """
+    from lods.toyworld.model import is_toyworld
+
+    if not is_toyworld(model):
+        return None
+    from lods.toyworld import grammar
+    from lods.toyworld.metrics import caption_metrics
+    from lods.toyworld.render import DEFAULT_DISTANCE, DEFAULT_FOVY_DEG, render_scene
+
+    task, backbone = system.task, system.backbone
+    if (task.eval_distance, task.eval_fovy) != (DEFAULT_DISTANCE, DEFAULT_FOVY_DEG):
+        log.warning(
+            "no ground-truth metrics: the evaluation cameras (distance %s, fovy %s) are not toyworld's (%s, %s)",
+            task.eval_distance,
+            task.eval_fovy,
+            DEFAULT_DISTANCE,
+            DEFAULT_FOVY_DEG,
+        )
+        return None
+    caption = grammar.strip_view_suffix(task.prompt)
+    try:
+        scene = grammar.parse_caption(caption)
+    except ValueError as err:
+        log.warning("no ground-truth metrics: %s", err)
+        return None
+    cameras = task.eval_cameras()
+    backbone.eval()
+    with torch.no_grad():
+        alpha = backbone.render(cameras).alpha
+    metrics = caption_metrics(caption, images.float().cpu(), task.eval_views(), None if alpha is None else alpha.cpu())
+    metrics["views"] = len(cameras)
+    references = render_scene(scene, cameras.to("cpu")).rgb
     return {f"gt/{k}": v for k, v in metrics.items()}, references

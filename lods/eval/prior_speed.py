@@ -1,9 +1,11 @@
 """Per-step time of every prior relative to SDS, measured in one process through train().
 
-    python -m lods.eval.prior_speed                 # model=tiny, 2D, 30 steps per prior
-    python -m lods.eval.prior_speed --steps 50 --override model=toyworld
+    python -m lods.eval.prior_speed                        # toyworld, 2D latent, 30 steps per prior
+    python -m lods.eval.prior_speed --backbone gaussians   # text-to-3D on 3D Gaussians (64x64 renders)
+    python -m lods.eval.prior_speed --backbone nerf --override model=tiny
 
-Each prior runs the same task, backbone and model; the first step (warm-up) is excluded.
+Each prior runs the same task, backbone and model; the first step (warm-up) is excluded. DDS is an
+editing prior (2D only). 3D runs skip the end-of-run exports.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ from rich.table import Table
 PRIORS = ("sds", "sds_ref", "lods_embedding", "lods_lora", "vsd", "sdi", "dds")
 
 
-def measure(steps: int, overrides: list[str], priors=PRIORS) -> dict[str, float]:
-    """Seconds per step of each prior (editing task for DDS, text-to-image for the others)."""
+def measure(steps: int, overrides: list[str], priors=PRIORS, backbone: str = "image") -> dict[str, float]:
+    """Seconds per step of each prior (editing task for DDS, text-to-image/3D for the others)."""
     from lods.eval.runs import run_quietly
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for prior in priors:
+            if backbone != "image" and prior == "dds":
+                continue
             task = ["task=image_editing", "backbone.init=source"] if prior == "dds" else []
+            if backbone != "image":
+                task = [f"backbone={backbone}", "export.frames=0", "export.assets=false"]
             metrics = run_quietly([f"prior={prior}", *task, *overrides], steps, f"{tmp}/{prior}")
             results[prior] = metrics["seconds_per_step"]
     return results
@@ -35,11 +41,12 @@ def measure(steps: int, overrides: list[str], priors=PRIORS) -> dict[str, float]
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--backbone", default="image", help="image (2D), nerf or gaussians (text-to-3D)")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    results = measure(args.steps, args.override)
-    table = Table(title=f"median seconds per step ({args.steps} steps)")
+    results = measure(args.steps, args.override, backbone=args.backbone)
+    table = Table(title=f"median seconds per step, backbone={args.backbone} ({args.steps} steps)")
     for column in ("prior", "s/step", "ratio to SDS"):
         table.add_column(column)
     for prior, seconds in results.items():

@@ -37,7 +37,11 @@ class TextToImage:
     def conditioning(self, cameras, batch_size: int) -> Conditioning:
         return self.prompts(cameras, batch_size)
 
-    def losses(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
+    def eval_cameras(self):
+        """The cameras a result is shown and scored from (none for a 2D image)."""
+        return None
+
+    def losses(self, out: RenderOutput, step: int, backbone=None) -> dict[str, Tensor]:
         return {}
 
     def describe(self) -> dict:
