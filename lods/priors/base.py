@@ -32,6 +32,26 @@ def normalized_guided(eps_cond: Tensor, eps_uncond: Tensor, scale: float) -> Ten
     return guided(eps_cond, eps_uncond, scale) / (1.0 if math.isinf(scale) else scale)
 
 
+def perp_neg_guided(
+    eps_cond: Tensor, eps_uncond: Tensor, eps_negatives: Tensor, weights: Tensor, scale: float
+) -> Tensor:
+    """Perpendicular negative prompting (Armandpour et al. 2023) in the diffusers CFG form.
+
+    ``eps_u + s (d - sum_k w_k perp_d(e_k - eps_u))`` with ``d = eps_c - eps_u`` and ``perp_d`` the
+    component orthogonal to ``d`` (per sample): negatives push away from other views without
+    cancelling the positive prompt. ``eps_negatives`` [B, K, C, h, w], ``weights`` [B, K]; ``s = inf``
+    gives the bracket alone (the limit divided by ``s``).
+    """
+    d = eps_cond - eps_uncond
+    flat = d.flatten(1)
+    delta = d.clone()
+    for k in range(eps_negatives.shape[1]):
+        e = (eps_negatives[:, k] - eps_uncond).flatten(1)
+        along = (e * flat).sum(1, keepdim=True) / (flat * flat).sum(1, keepdim=True).clamp_min(1e-12)
+        delta = delta - weights[:, k, None, None, None] * (e - along * flat).view_as(d)
+    return delta if math.isinf(scale) else eps_uncond + scale * delta
+
+
 def inverse(scale: float) -> float:
     """``1/s``, which is 0 for ``s = inf``."""
     return 0.0 if math.isinf(scale) else 1.0 / scale
@@ -113,6 +133,15 @@ class Prior(nn.Module):
     def own_loss(self, z: Tensor, c: Conditioning, t: Tensor, noise: Tensor, generator=None) -> Tensor:
         """Loss of the learnable parameters on the detached render (fresh ``t'``, fresh noise)."""
         return z.new_zeros(())
+
+    def cfg(self, z_t: Tensor, t: Tensor, c: Conditioning, scale: float) -> Tensor:
+        """The pretrained model's guided prediction for ``c.cond``: CFG, or Perp-Neg when the
+        conditioning carries negative view prompts (one more U-Net call per negative)."""
+        eps_cond, eps_uncond = self.model.eps_pair(z_t, t, c.cond, c.uncond)
+        if c.negatives is None or scale == 1.0:
+            return guided(eps_cond, eps_uncond, scale)
+        eps_negatives = torch.stack([self.model.eps(z_t, t, c.negatives[:, k]) for k in range(c.negatives.shape[1])], 1)
+        return perp_neg_guided(eps_cond, eps_uncond, eps_negatives, c.negative_weights, scale)
 
     # ---------------------------------------------------------------- one step
     def sample_timesteps(self, step: int, batch_size: int, generator=None) -> Tensor:

@@ -14,7 +14,6 @@ import math
 
 import torch
 
-from lods.diffusion.model import guided
 from lods.priors.base import Prior
 from lods.schedules import LinearDecayTimesteps
 
@@ -54,4 +53,4 @@ class SDI(Prior):
         return self.model.add_noise(z, kappa, t), kappa
 
     def target(self, z_t, t, c, scale):
-        return guided(*self.model.eps_pair(z_t, t, c.cond, c.uncond), scale)
+        return self.cfg(z_t, t, c, scale)

@@ -13,7 +13,6 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from lods.diffusion.model import guided
 from lods.priors.base import Prior, mse
 from lods.priors.lods_lora import ATTENTION_PROJECTIONS
 from lods.schedules import AnnealedTimesteps
@@ -69,7 +68,7 @@ class VSD(Prior):
                 return self.model.eps(z_t, t, cond, cross_attention_kwargs=lora, class_labels=camera)
 
     def target(self, z_t, t, c, scale):
-        return guided(*self.model.eps_pair(z_t, t, c.cond, c.uncond), scale)  # pretrained, LoRA off
+        return self.cfg(z_t, t, c, scale)  # pretrained, LoRA off
 
     def control(self, z_t, t, noise, c, scale):
         return self.eps_psi(z_t, t, c.cond, c.cameras)

@@ -51,6 +51,7 @@ class TextTo3D(TextToImage):
         fovy_range: Sequence[float] = (45.0, 45.0),
         batch_uniform_azimuth: bool = True,
         view_dependent: bool = True,
+        perp_neg_weight: float = 0.0,
         eval_elevation: float = EVAL_ELEVATION,
         eval_azimuths: Sequence[float] = EVAL_AZIMUTHS,
         eval_distance: float = 3.0,
@@ -65,13 +66,20 @@ class TextTo3D(TextToImage):
         self.distance_range = _range("distance_range", distance_range, 1e-3, float("inf"))
         self.fovy_range = _range("fovy_range", fovy_range, 1.0, 179.0)
         self.batch_uniform_azimuth, self.view_dependent = batch_uniform_azimuth, view_dependent
+        self.perp_neg_weight = perp_neg_weight
         self.eval_elevation, self.eval_azimuths = float(eval_elevation), [float(a) for a in eval_azimuths]
         self.eval_distance, self.eval_fovy = float(eval_distance), float(eval_fovy)
         self.resolution: int | None = None
 
     def setup(self, model: DiffusionModel, resolution: int) -> None:
         self.resolution = resolution
-        self.prompts = PromptSet(model, self.prompt, self.negative_prompt, view_dependent=self.view_dependent)
+        self.prompts = PromptSet(
+            model,
+            self.prompt,
+            self.negative_prompt,
+            view_dependent=self.view_dependent,
+            perp_neg_weight=self.perp_neg_weight,
+        )
 
     # ------------------------------------------------------------------ cameras
     def sample_cameras(self, step: int, batch_size: int, generator: torch.Generator | None = None) -> Cameras:
