@@ -151,6 +151,7 @@ def train(cfg: DictConfig) -> dict:
             raise _interrupted(trainer, cfg, run_dir) from exit_
     if trainer.interrupted or trainer.global_step < cfg.trainer.max_steps:
         raise _interrupted(trainer, cfg, run_dir)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state (exports redo from it)
 
     system.eval()
     images = system.images().cpu()

@@ -33,7 +33,9 @@ def build_backbone(name: str, overrides: list[str] | None = None) -> Backbone3D:
     if not path.is_file():
         choices = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
         raise ValueError(f"unknown backbone '{name}'; choose one of: {', '.join(choices)}")
-    cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides or []))
+    loaded = OmegaConf.load(path)
+    loaded = loaded.backbone if "backbone" in loaded else loaded  # 3D backbones are _global_ packages
+    cfg = OmegaConf.merge(loaded, OmegaConf.from_dotlist(overrides or []))
     return instantiate(cfg)
 
 
