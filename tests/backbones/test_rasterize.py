@@ -266,6 +266,53 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+def test_gradcheck_float64_with_clamped_alpha_and_termination():
+    """The hand-written compositing backward where alpha is clamped to 0.999 and pixels stop early."""
+    viewmats, Ks = pinhole(12.0, 4.0, 4.0, dtype=torch.float64)
+    # The first two sit on the centre of pixel (4, 4), where alpha = min(0.999, 0.9995) clamps; behind
+    # the first, T = 1e-3 and the second would bring it to 1e-6, so that pixel stops there.
+    layers = [[2.0 / 24, 2.0 / 24, 2.0], [2.5 / 24, 2.5 / 24, 2.5], [-0.05, 0.02, 3.0], [0.3, 0.2, 3.5]]
+    means, quats, scales, opacities, colors = gaussians(
+        layers, 0.3, 0.9, torch.rand(4, 3, generator=torch.Generator().manual_seed(0)), dtype=torch.float64
+    )
+    opacities = torch.tensor([0.9995, 0.9995, 0.8, 0.6], dtype=torch.float64)  # the first two clamp at the centre
+    quats = quats + torch.tensor([[0.0, 0.1, -0.2, 0.05]], dtype=torch.float64)
+    scales = scales * torch.tensor([[1.0, 0.7, 1.2]], dtype=torch.float64)
+    inputs = tuple(x.clone().requires_grad_(True) for x in (means, quats, scales, opacities, colors))
+
+    def render(*params):
+        rgbd, alphas, _ = rasterize_cpu(*params, viewmats, Ks, 8, 8)
+        return rgbd, alphas
+
+    rgbd, alphas = render(*inputs)
+    assert float(alphas[0, 4, 4, 0].detach()) == pytest.approx(0.999)  # clamped, then stopped
+    torch.testing.assert_close(rgbd[0, 4, 4, :3].detach(), 0.999 * colors[0])
+    assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_block_culling_changes_nothing(monkeypatch):
+    """Compositing in 4x4 blocks (Gaussians left out where alpha < 1/255) equals whole 16x16 tiles."""
+    import lods.backbones.rasterize as rasterize_module
+
+    means, quats, scales, opacities, shs = random_scene(300, seed=21)
+    scales = scales * torch.rand(300, 3, generator=torch.Generator().manual_seed(1))  # anisotropic, some needles
+    shs = torch.randn(300, 4, 3, generator=torch.Generator().manual_seed(2)) * 0.3
+    viewmats, Ks = orbit(40, 36, azimuths=(0.0, 100.0))
+
+    def run():
+        params = [x.clone().requires_grad_(True) for x in (means, quats, scales, opacities, shs)]
+        rgbd, alphas, meta = rasterize_cpu(*params, viewmats, Ks, 40, 36, sh_degree=1, backgrounds=torch.ones(2, 3))
+        weights = torch.linspace(0.5, 1.5, rgbd.numel()).reshape(rgbd.shape)
+        ((rgbd * weights).sum() + alphas.square().sum()).backward()
+        return [rgbd.detach(), alphas.detach(), *(p.grad for p in params)]
+
+    blocks = run()
+    monkeypatch.setattr(rasterize_module, "BLOCK_SIZE", 16)
+    tiles = run()
+    for a, b in zip(blocks, tiles):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_finite_and_nonzero():
     means, quats, scales, opacities, shs = random_scene(40, seed=7)
     shs = torch.randn(40, 16, 3, generator=torch.Generator().manual_seed(0)) * 0.3
