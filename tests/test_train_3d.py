@@ -86,25 +86,25 @@ def test_a_3d_backbone_with_a_2d_task_is_a_clear_error(tmp_path):
 
 
 def test_a_densified_gaussian_run_resumes(tmp_path, monkeypatch):
-    overrides = ["prior=sds", "checkpoint_every=2"]
-    _, straight = run(tmp_path, "gaussians", *overrides, name="straight", steps=5)
+    overrides = ["prior=sds", "checkpoint_every=2", "backbone.grow_grad2d=0.0"]  # every Gaussian grows
+    _, straight = run(tmp_path, "gaussians", *overrides, name="straight", steps=6)
     original_step = ScoreDistillationSystem.training_step
 
-    def crash_at_step_3(self, batch, batch_idx):
-        if self.global_step == 3:
+    def crash_at_step_5(self, batch, batch_idx):
+        if self.global_step == 5:
             raise KeyboardInterrupt
         return original_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(ScoreDistillationSystem, "training_step", crash_at_step_3)
+    monkeypatch.setattr(ScoreDistillationSystem, "training_step", crash_at_step_5)
     with pytest.raises(RunInterruptedError):
-        run(tmp_path, "gaussians", *overrides, name="crashed", steps=5)
+        run(tmp_path, "gaussians", *overrides, name="crashed", steps=6)
     monkeypatch.setattr(ScoreDistillationSystem, "training_step", original_step)
     saved = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert saved["backbone.means"].shape[0] != 300  # densification changed the count before the crash
     metrics = train(make_config([f"resume={tmp_path / 'crashed'}"]))
-    assert metrics["steps"] == 5
+    assert metrics["steps"] == 6
     final = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     reference = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert final["backbone.means"].shape == reference["backbone.means"].shape
     assert torch.allclose(final["backbone.means"], reference["backbone.means"])
-    assert json.loads((tmp_path / "crashed" / "metrics.json").read_text())["steps"] == 5
+    assert json.loads((tmp_path / "crashed" / "metrics.json").read_text())["steps"] == 6
