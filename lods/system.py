@@ -94,7 +94,7 @@ class ScoreDistillationSystem(pl.LightningModule):
         guidance_scale = self.cfg_schedule(step)
         prior_out = self.prior(z, self.task.conditioning(cameras, n), step, guidance_scale, generator=self.generator)
 
-        losses = {"sds": sds_loss(z, prior_out.grad), "prior": prior_out.loss}
+        losses = {"sds": self.prior.loss_scale(guidance_scale) * sds_loss(z, prior_out.grad), "prior": prior_out.loss}
         losses.update(self.task.losses(out, step, self.backbone))
         losses.update(self.backbone.regularizers(out, step))
         loss = sum(losses.values())

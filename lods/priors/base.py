@@ -76,6 +76,8 @@ class Prior(nn.Module):
 
     #: a learnable prior sets this: trained with its own loss at ``lr``
     learns: bool = False
+    #: the gradient is the CFG one divided by the guidance scale (LODS Eq. 7/9), so that s = inf is legal
+    normalized: bool = False
 
     def __init__(
         self,
@@ -142,6 +144,13 @@ class Prior(nn.Module):
             return guided(eps_cond, eps_uncond, scale)
         eps_negatives = torch.stack([self.model.eps(z_t, t, c.negatives[:, k]) for k in range(c.negatives.shape[1])], 1)
         return perp_neg_guided(eps_cond, eps_uncond, eps_negatives, c.negative_weights, scale)
+
+    def loss_scale(self, scale: float) -> float:
+        """Factor that brings a normalized gradient back to the CFG scale of SDS (``s``; 1 for ``s = inf``).
+
+        Adam does not care about the scale of one loss, but task losses and regularisers (NeRF sparsity,
+        image-to-3D reference losses) are weighted against SDS's; this keeps those weights meaningful."""
+        return scale if self.normalized and math.isfinite(scale) else 1.0
 
     # ---------------------------------------------------------------- one step
     def sample_timesteps(self, step: int, batch_size: int, generator=None) -> Tensor:

@@ -16,6 +16,7 @@ from lods.priors.base import Prior, inverse, mse, normalized_guided
 
 class LODSEmbedding(Prior):
     learns = True
+    normalized = True
 
     def setup(self, model, conditioning, max_steps=1):
         super().setup(model, conditioning, max_steps)

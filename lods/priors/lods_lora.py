@@ -18,6 +18,7 @@ ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
 class LODSLoRA(Prior):
     learns = True
+    normalized = True
     adapter_name = "lods"
 
     def __init__(self, *args, lora_rank: int = 4, lora_scale: float = 0.5, **kwargs):
