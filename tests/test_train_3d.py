@@ -16,7 +16,12 @@ pytestmark = pytest.mark.slow
 
 PRIORS_3D = ["sds", "sds_ref", "vsd", "lods_embedding", "lods_lora", "sdi"]
 SMALL = {
-    "gaussians": ["backbone=gaussians", "backbone.num_points=300", "backbone.refine_every=2", "backbone.refine_start=1"],
+    "gaussians": [
+        "backbone=gaussians",
+        "backbone.num_points=300",
+        "backbone.refine_every=2",
+        "backbone.refine_start=1",
+    ],
     "nerf": ["backbone=nerf", "backbone.mesh_resolution=32"],
 }
 
