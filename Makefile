@@ -38,8 +38,10 @@ toyworld-prior:  ## retrain the toyworld prior from scratch into lods/models/toy
 toyworld-card:  ## measure the shipped prior against ground truth and rewrite its model card
 	$(PYTHON) -m lods.toyworld.card
 
-bench:  ## speed benchmarks (not tests): per-step time of every prior relative to SDS
+bench:  ## speed benchmarks (not tests): per-step time of every prior relative to SDS, 2D and both 3D backbones
 	$(PYTHON) -m lods.eval.prior_speed --steps 30
+	$(PYTHON) -m lods.eval.prior_speed --steps 20 --backbone gaussians
+	$(PYTHON) -m lods.eval.prior_speed --steps 20 --backbone nerf
 
 clean:  ## remove caches (run outputs in outputs/ and multirun/ are kept)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
