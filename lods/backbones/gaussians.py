@@ -91,7 +91,7 @@ class GaussianBackbone(Backbone3D):
         lr: float = 1e-2,
         densify: bool = True,
         strategy: str = "lods",
-        grow_grad2d: float = 2e-4,
+        grow_grad2d: float = 10.0,
         grow_scale3d: float = 0.01,
         prune_opacity: float = 0.005,
         prune_scale3d: float = 0.1,
@@ -117,6 +117,8 @@ class GaussianBackbone(Backbone3D):
             raise ValueError(f"sh_degree {sh_degree} is not supported; choose one of: 0, 1, 2, 3")
         if init == "point_cloud" and not init_path:
             raise ValueError("init 'point_cloud' needs init_path: the .ply point cloud to start from")
+        if init == "point_cloud" and not Path(init_path).is_file():
+            raise ValueError(f"init_path '{init_path}' is not a file: init 'point_cloud' needs a .ply point cloud")
         if num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {num_points}")
         if max_gaussians < num_points:
@@ -388,3 +390,46 @@ def _active(weight: float, steps: tuple[int, int | None], step: int | None) -> f
     if step is None or (step >= start and (end is None or step < end)):
         return float(weight)
     return 0.0
+
+
+def benchmark_render(counts=(1000, 2000, 4000, 8000), size: int = 64, repeats: int = 21, ply=None) -> dict:
+    """Median seconds of one render forward + backward (batch 1, ``size`` x ``size``) per Gaussian count.
+
+    Default configuration, toyworld's camera (distance 3, fovy 45) at elevation 15 and a different azimuth
+    each repeat; ``ply``: time a trained model (a run's ``export/gaussians.ply``) instead of fresh balls.
+    """
+    import time
+
+    from lods.backbones.ply import read_gaussians_ply
+    from lods.cameras import orbit_cameras
+
+    results = {}
+    for count in [None] if ply else counts:
+        backbone = GaussianBackbone(num_points=count or 1, max_gaussians=max(count or 1, 10_000))
+        backbone.setup(None, None, torch.Generator().manual_seed(0))
+        if ply:
+            loaded = read_gaussians_ply(ply)
+            backbone.sh_degree = round(math.sqrt(loaded["shN"].shape[1] + 1)) - 1
+            backbone._set_params({k: nn.Parameter(v) for k, v in loaded.items()})
+        times = []
+        for i in range(repeats):
+            cameras = orbit_cameras(float(i * 137 % 360), 15.0, 3.0, 45.0, size, size)
+            start = time.perf_counter()
+            out = backbone.render(cameras, step=10_000)
+            (out.rgb.square().mean() + out.alpha.mean()).backward()
+            times.append(time.perf_counter() - start)
+        results[backbone.num_gaussians] = sorted(times[1:])[len(times[1:]) // 2]  # the first is warm-up
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Render forward + backward time of the Gaussian backbone.")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 10000])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--ply", default=None, help="a trained model's gaussians.ply instead of fresh balls")
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    for count, seconds in benchmark_render(args.counts, args.size, ply=args.ply).items():
+        print(f"{count:6d} Gaussians, {args.size}x{args.size}, {threads} thread(s): {1000 * seconds:.1f} ms")

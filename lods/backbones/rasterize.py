@@ -55,6 +55,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 TILE_SIZE = 16  # gsplat's default (and only tested) tile size
 BLOCK_SIZE = 4  # the compositing works on 4x4 pixel blocks of a tile (an exact subdivision, see _composite)
@@ -539,8 +540,8 @@ class _CompositeTiles(torch.autograd.Function):
     Backward, per pixel, with ``G_k = dL/dcolors . f_k + dL/dalphas``:
     ``dL/dalpha_k = T_k G_k - (sum_{j>k} w_j G_j) / (1 - alpha_k)`` (the suffix sum is the total minus an
     inclusive cumsum), ``dL/dq = -alpha dL/dalpha / 2`` and ``dL/do = alpha/o dL/dalpha`` where alpha was not
-    clamped, then the quadratic form's derivatives, summed over the tile's pixels separably (the x offsets
-    depend only on the column, the y offsets only on the row).
+    clamped, then the quadratic form's derivatives, summed over the block's pixels separably (the x offsets
+    depend only on the column, the y offsets only on the row). Not twice differentiable.
     """
 
     @staticmethod
@@ -579,6 +580,7 @@ class _CompositeTiles(torch.autograd.Function):
         return colors_alphas[..., :-1], colors_alphas[..., -1:]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_colors, grad_alphas):
         mean, conic, opacity, feature, px, py, alpha, T_before = ctx.saved_tensors
         T_, K = opacity.shape

@@ -456,8 +456,10 @@ def test_bad_options_raise_clear_errors(kwargs, message):
 
 
 def test_bad_files_raise_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such .ply file"):
+    with pytest.raises(ValueError, match="init_path '.*missing.ply' is not a file"):
         make(10, init="point_cloud", init_path=str(tmp_path / "missing.ply"))
+    with pytest.raises(FileNotFoundError, match="no such .ply file"):
+        read_point_cloud(tmp_path / "missing.ply")
     (tmp_path / "bad.ply").write_bytes(b"not a ply\n")
     with pytest.raises(ValueError, match="is not a PLY file"):
         read_ply(tmp_path / "bad.ply")
@@ -487,12 +489,15 @@ def test_config_builds_the_default_backbone():
 
 @pytest.mark.slow
 def test_reconstructs_a_red_cube_from_posed_views():
-    """No prior: fit ground-truth toyworld renders (lods/eval/reconstruction.py) and score held-out views.
+    """No prior: fit 48 ground-truth toyworld views of "a red cube" on MSE and score the 8 held-out views.
 
-    PLACEHOLDER
+    Measured (seed 0, defaults + the reconstruction threshold grow_grad2d=2e-4): 300 steps reach 31.5 dB
+    held-out in ~30 s on one CPU thread (0.08 s/step, batch 4). The full check,
+    ``python -m lods.eval.reconstruction --backbone gaussians --caption "a red cube" --steps 600
+    grow_grad2d=2e-4``, reaches 32.5 dB; "a checkered red cube with a yellow front" 30.0 dB.
     """
     from lods.eval.reconstruction import build_backbone, fit
 
-    backbone = build_backbone("gaussians")
+    backbone = build_backbone("gaussians", ["grow_grad2d=2e-4"])
     result = fit(backbone, "a red cube", steps=300)
-    assert result["psnr_heldout"] > 24.0
+    assert result["psnr_heldout"] > 29.0, result

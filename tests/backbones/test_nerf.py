@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from nerfstudio.field_components.encodings import HashEncoding
@@ -23,7 +21,10 @@ TINY = dict(
     num_fine_samples=8,
     occupancy_resolution=8,
     mesh_resolution=24,
+    orientation_reg=0.0,  # the defaults are set for SDS; tests switch regularisers on where they need them
+    sparsity_reg=0.0,
 )
+RECONSTRUCTION = ["orientation_reg=0", "sparsity_reg=0", "lr_heads=1e-2"]  # fitting to images, not SDS
 
 
 def make(seed: int = 0, **overrides) -> NeRFBackbone:
@@ -336,7 +337,9 @@ def test_config_file_builds_the_default_backbone():
 
     backbone = build_backbone("nerf")
     assert isinstance(backbone, NeRFBackbone)
-    assert backbone.schedule is None and backbone.radius == 1.0
+    assert backbone.schedule is None and backbone.radius == 1.0 and backbone.density_activation == "trunc_exp"
+    assert backbone.reg_weights["orientation"] > 0 and backbone.reg_weights["sparsity"] > 0  # SDS defaults
+    assert backbone.reg_weights["convexity"] == 0 and backbone.reg_steps["convexity"] == (0, 400)
     built = build_backbone("nerf", ["resolution_schedule=[[0,32],[100,64]]", "sparsity_reg_steps=[0,100]"])
     assert built.schedule == [(0, 32), (100, 64)] and built.reg_steps["sparsity"] == (0, 100)
 
@@ -345,11 +348,11 @@ def test_config_file_builds_the_default_backbone():
 def test_reconstruction_reaches_psnr():
     """Fit "a red cube" from 48 posed ground-truth views (no prior), held-out PSNR on the evaluation orbit.
 
-    Measured: 120 steps reach about 26 dB here (in about 60 s on 2 cores); the full check
-    (``python -m lods.eval.reconstruction --backbone nerf --caption "a red cube" --steps 300``) reaches 29.6 dB.
+    With the reconstruction overrides (no SDS regularisers, heads at lr 1e-2), 60 steps of 2 views reach
+    MEASURED dB held out. The full check, ``python -m lods.eval.reconstruction --backbone nerf --caption
+    "a red cube" --steps 200 orientation_reg=0 sparsity_reg=0 lr_heads=1e-2``, reaches FULL dB.
     """
     from lods.eval.reconstruction import build_backbone, fit
 
-    result = fit(build_backbone("nerf"), "a red cube", steps=120, batch_size=2)
-    assert math.isfinite(result["psnr_heldout"])
+    result = fit(build_backbone("nerf", RECONSTRUCTION), "a red cube", steps=60, batch_size=2)
     assert result["psnr_heldout"] > 24.0
