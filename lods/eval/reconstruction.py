@@ -3,7 +3,9 @@
 This checks a renderer and its optimisation independently of the diffusion priors: a backbone
 that cannot reconstruct a scene from 48 posed views cannot be blamed on SDS.
 
-    python -m lods.eval.reconstruction --backbone gaussians --caption "a red cube" --steps 600
+    python -m lods.eval.reconstruction --backbone gaussians --caption "a red cube" --steps 600 grow_grad2d=2e-4
+
+(``grow_grad2d=2e-4`` is gsplat's threshold for image losses; the backbone's default is set for SDS.)
 
 Training views are seeded random cameras over toyworld's elevation range; the held-out views
 are the evaluation orbit (``lods.toyworld.render.EVAL_VIEWS``), none of which is a training view.
@@ -83,7 +85,7 @@ def fit(
         backbone.after_backward(out, step, optimizer)
         optimizer.step()
         if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}: loss {float(loss):.5f}", flush=True)
+            print(f"step {step + 1}: loss {loss.item():.5f}", flush=True)
     seconds = time.perf_counter() - started
     train_pred = torch.cat([backbone.images(None, cameras[i : i + 8]) for i in range(0, num_views, 8)])
     heldout_pred = backbone.images(None, heldout_cameras)
