@@ -153,15 +153,19 @@ def train(cfg: DictConfig) -> dict:
         raise _interrupted(trainer, cfg, run_dir)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state (exports redo from it)
 
-    system.eval()
-    images = system.images().cpu()
+    if system.task.dims == 3:  # one render of the evaluation views gives the images and their opacity
+        evaluation = system.backbone.evaluate(system.task.eval_cameras())
+        images = evaluation.rgb.clamp(0, 1).cpu()
+    else:
+        images = system.images().cpu()
     final = system.save_images("final", images)
     for i, image in enumerate(images):
         save_grid(image[None], run_dir / "images" / f"final_{i}.png")
     exports = []
     if system.task.dims == 3:
         exports = export_assets(system, run_dir / "export", **cfg.get("export", {}))
-        report = ground_truth_report_3d(model, system, images)
+        alpha = None if evaluation.alpha is None else evaluation.alpha.cpu()
+        report = ground_truth_report_3d(model, system.task, images, alpha)
     else:
         report = ground_truth_report(model, system.task.prompt, images)
     if report is not None:

@@ -11,6 +11,31 @@ from torch import Tensor, nn
 BACKGROUNDS = ("white", "black", "random", "learned")
 
 
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else a ValueError naming both."""
+    if value not in allowed:
+        raise ValueError(f"unknown {name} '{value}'; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def step_window(name: str, steps) -> tuple[int, int | None]:
+    """A regulariser's ``[start, end)`` step range (end None: until the end)."""
+    if steps is None:
+        return 0, None
+    steps = tuple(steps)
+    if len(steps) != 2 or steps[0] is None or (steps[1] is not None and steps[1] < steps[0]):
+        raise ValueError(f"{name} must be [start, end] with start <= end (end null: no end), got {list(steps)}")
+    return int(steps[0]), None if steps[1] is None else int(steps[1])
+
+
+def weight_at(weight: float, window: tuple[int, int | None], step: int | None) -> float:
+    """``weight`` inside its step window (always when ``step`` is None), else 0."""
+    start, end = window
+    if step is None or (step >= start and (end is None or step < end)):
+        return float(weight)
+    return 0.0
+
+
 @dataclass
 class RenderOutput:
     rgb: Tensor | None  # [B, 3, H, W] in [0, 1]; None for a backbone that lives in latent space
@@ -40,8 +65,7 @@ class Backbone3D(nn.Module):
 
     def __init__(self, resolution: int | None = None, background: str = "white", lr: float = 1e-2):
         super().__init__()
-        if background not in BACKGROUNDS:
-            raise ValueError(f"unknown background '{background}'; choose one of: {', '.join(BACKGROUNDS)}")
+        check_choice("background", background, BACKGROUNDS)
         self.resolution, self.background, self.lr = resolution, background, lr
         self.background_logit = nn.Parameter(
             torch.full((3,), 3.0), requires_grad=background == "learned"
@@ -86,13 +110,17 @@ class Backbone3D(nn.Module):
         return torch.ones(batch, 3, device=device)
 
     @torch.no_grad()
+    def evaluate(self, cameras) -> RenderOutput:
+        """A render of ``cameras`` in evaluation mode (no random background), without gradient."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.render(cameras)
+        finally:
+            self.train(was_training)
+
     def images(self, model=None, cameras=None) -> Tensor:
         """Renders [B, 3, H, W] in [0, 1] of ``cameras`` (evaluation mode)."""
         if cameras is None:
             raise ValueError("a 3D backbone renders images from cameras: pass the task's evaluation cameras")
-        was_training = self.training
-        self.eval()
-        try:
-            return self.render(cameras).rgb.clamp(0, 1)
-        finally:
-            self.train(was_training)
+        return self.evaluate(cameras).rgb.clamp(0, 1)

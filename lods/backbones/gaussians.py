@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lods.backbones.base import Backbone3D, RenderOutput
+from lods.backbones.base import Backbone3D, RenderOutput, check_choice, step_window, weight_at
 from lods.backbones.densify import GAUSSIAN_PARAMS, Densifier, GsplatStrategy, unwrap_optimizer
 from lods.backbones.ply import read_point_cloud, write_gaussians_ply
 from lods.backbones.rasterize import MAX_SH_DEGREE, rasterize
@@ -110,9 +110,9 @@ class GaussianBackbone(Backbone3D):
         eps2d: float = 0.3,
     ):
         super().__init__(resolution=resolution, background=background, lr=lr)
-        _choose("init", init, INITS)
-        _choose("init_color", init_color, INIT_COLORS)
-        _choose("strategy", strategy, STRATEGIES)
+        check_choice("init", init, INITS)
+        check_choice("init_color", init_color, INIT_COLORS)
+        check_choice("strategy", strategy, STRATEGIES)
         if not 0 <= sh_degree <= MAX_SH_DEGREE:
             raise ValueError(f"sh_degree {sh_degree} is not supported; choose one of: 0, 1, 2, 3")
         if init == "point_cloud" and not init_path:
@@ -153,8 +153,8 @@ class GaussianBackbone(Backbone3D):
             max_gaussians=max_gaussians,
         )
         self._gsplat = GsplatStrategy(self.densifier) if strategy == "gsplat" else None
-        self.opacity_reg, self.opacity_reg_steps = opacity_reg, _steps("opacity_reg_steps", opacity_reg_steps)
-        self.scale_reg, self.scale_reg_steps = scale_reg, _steps("scale_reg_steps", scale_reg_steps)
+        self.opacity_reg, self.opacity_reg_steps = opacity_reg, step_window("opacity_reg_steps", opacity_reg_steps)
+        self.scale_reg, self.scale_reg_steps = scale_reg, step_window("scale_reg_steps", scale_reg_steps)
         self.max_anisotropy = max_anisotropy
         self.near_plane, self.far_plane, self.eps2d = near_plane, far_plane, eps2d
         self._generator: torch.Generator | None = None
@@ -279,10 +279,10 @@ class GaussianBackbone(Backbone3D):
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
         """``opacity``: mean rendered alpha (sparsity); ``scale``: log-anisotropy above ``max_anisotropy`` (needles)."""
         losses = {}
-        weight = _active(self.opacity_reg, self.opacity_reg_steps, step)
+        weight = weight_at(self.opacity_reg, self.opacity_reg_steps, step)
         if weight:
             losses["opacity"] = weight * out.alpha.mean()
-        weight = _active(self.scale_reg, self.scale_reg_steps, step)
+        weight = weight_at(self.scale_reg, self.scale_reg_steps, step)
         if weight:
             log_scales = self.scales
             excess = log_scales.amax(-1) - log_scales.amin(-1) - math.log(self.max_anisotropy)
@@ -367,29 +367,6 @@ class GaussianBackbone(Backbone3D):
                 self.register_buffer(name, empty)
             else:
                 setattr(self, name, nn.Parameter(empty))
-
-
-def _choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} '{value}'; choose one of: {', '.join(allowed)}")
-
-
-def _steps(name: str, steps) -> tuple[int, int | None]:
-    """A regulariser's ``[start, end]`` step range (end None: until the end)."""
-    if steps is None:
-        return 0, None
-    steps = tuple(steps)
-    if len(steps) != 2 or steps[0] is None or (steps[1] is not None and steps[1] < steps[0]):
-        raise ValueError(f"{name} must be [start, end] with start <= end (end null: no end), got {list(steps)}")
-    return int(steps[0]), None if steps[1] is None else int(steps[1])
-
-
-def _active(weight: float, steps: tuple[int, int | None], step: int | None) -> float:
-    """``weight`` inside its step range (always when ``step`` is None), else 0."""
-    start, end = steps
-    if step is None or (step >= start and (end is None or step < end)):
-        return float(weight)
-    return 0.0
 
 
 def benchmark_render(counts=(1000, 2000, 4000, 8000), size: int = 64, repeats: int = 21, ply=None) -> dict:

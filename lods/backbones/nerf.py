@@ -62,7 +62,7 @@ from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRen
 from nerfstudio.utils.external import TCNN_EXISTS
 from torch import Tensor, nn
 
-from lods.backbones.base import Backbone3D, RenderOutput
+from lods.backbones.base import Backbone3D, RenderOutput, check_choice, step_window, weight_at
 from lods.backbones.mesh import extract_mesh, write_mesh
 from lods.cameras import Cameras, camera_rays
 
@@ -219,34 +219,12 @@ def _mlp_with_input_gradient(mlp: MLP, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 # ----------------------------------------------------------------------------------------- validation
-def _choose(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"unknown {name} '{value}'; choose one of: {', '.join(allowed)}")
-    return value
 
 
 def _positive(name: str, value: float, strict: bool = True) -> None:
     ok = value > 0 if strict else value >= 0
     if not ok:
         raise ValueError(f"{name} must be {'>' if strict else '>='} 0, got {value}")
-
-
-def _steps(name: str, steps) -> tuple[int, int | None]:
-    """A regulariser's ``[start, end)`` step range (end None: until the end)."""
-    if steps is None:
-        return 0, None
-    steps = tuple(steps)
-    if len(steps) != 2 or steps[0] is None or (steps[1] is not None and steps[1] < steps[0]):
-        raise ValueError(f"{name} must be [start, end] with start <= end (end null: no end), got {list(steps)}")
-    return int(steps[0]), None if steps[1] is None else int(steps[1])
-
-
-def _active(weight: float, steps: tuple[int, int | None], step: int | None) -> float:
-    """``weight`` inside its step range (always when ``step`` is None), else 0."""
-    start, end = steps
-    if step is None or (step >= start and (end is None or step < end)):
-        return float(weight)
-    return 0.0
 
 
 def _schedule(value) -> list[tuple[int, int]] | None:
@@ -329,10 +307,10 @@ class NeRFBackbone(Backbone3D):
         chunk: int = 65536,
     ):
         super().__init__(resolution=resolution, background=background, lr=lr)
-        _choose("density_activation", density_activation, DENSITY_ACTIVATIONS)
-        _choose("implementation", implementation, IMPLEMENTATIONS)
-        _choose("normals", normals, NORMALS)
-        _choose("shading", shading, SHADINGS)
+        check_choice("density_activation", density_activation, DENSITY_ACTIVATIONS)
+        check_choice("implementation", implementation, IMPLEMENTATIONS)
+        check_choice("normals", normals, NORMALS)
+        check_choice("shading", shading, SHADINGS)
         for name, value in (
             ("radius", radius),
             ("blob_radius", blob_radius),
@@ -388,7 +366,7 @@ class NeRFBackbone(Backbone3D):
         if not 0 <= ambient <= 1:
             raise ValueError(f"ambient must be in [0, 1], got {ambient}")
         self.reg_weights = {name: float(weight) for name, (weight, _) in reg_weights.items()}
-        self.reg_steps = {name: _steps(f"{name}_reg_steps", steps) for name, (_, steps) in reg_weights.items()}
+        self.reg_steps = {name: step_window(f"{name}_reg_steps", steps) for name, (_, steps) in reg_weights.items()}
         if normals == "none":
             needing = [k for k in NEEDS_NORMALS if self.reg_weights[k] > 0] + (["shading"] if shading != "none" else [])
             if needing:
@@ -738,7 +716,7 @@ class NeRFBackbone(Backbone3D):
         for name in REGULARIZERS:
             if self.reg_weights[name] <= 0:
                 continue
-            weight = _active(self.reg_weights[name], self.reg_steps[name], step)
+            weight = weight_at(self.reg_weights[name], self.reg_steps[name], step)
             if not weight:
                 losses[name] = out.alpha.new_zeros(())
                 continue

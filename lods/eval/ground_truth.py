@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from torch import Tensor
 
 from lods.diffusion.model import DiffusionModel
@@ -31,12 +30,14 @@ def ground_truth_report(model: DiffusionModel, prompt: str, images: Tensor) -> t
     return {f"gt/{k}": v for k, v in metrics.items()}, references
 
 
-def ground_truth_report_3d(model: DiffusionModel, system, images: Tensor) -> tuple[dict, Tensor] | None:
+def ground_truth_report_3d(
+    model: DiffusionModel, task, images: Tensor, alpha: Tensor | None = None
+) -> tuple[dict, Tensor] | None:
     """(metrics prefixed ``gt/``, ground-truth renders) of a 3D toyworld run at its evaluation views.
 
-    ``images`` are the run's renders of ``system.task.eval_cameras()``; the opacity of the same views is
-    rendered again for the floater metric. Metrics are the means over the views
-    (``lods.toyworld.metrics.caption_metrics``, including the Janus rate).
+    ``images`` [V, 3, H, W] and ``alpha`` [V, 1, H, W] (for the floater metric) are the run's renders of
+    ``task.eval_cameras()``. Metrics are the means over the views (``lods.toyworld.metrics.caption_metrics``,
+    including the Janus rate).
     """
     from lods.toyworld.model import is_toyworld
 
@@ -46,7 +47,6 @@ def ground_truth_report_3d(model: DiffusionModel, system, images: Tensor) -> tup
     from lods.toyworld.metrics import caption_metrics
     from lods.toyworld.render import DEFAULT_DISTANCE, DEFAULT_FOVY_DEG, render_scene
 
-    task, backbone = system.task, system.backbone
     if (task.eval_distance, task.eval_fovy) != (DEFAULT_DISTANCE, DEFAULT_FOVY_DEG):
         log.warning(
             "no ground-truth metrics: the evaluation cameras (distance %s, fovy %s) are not toyworld's (%s, %s)",
@@ -62,11 +62,7 @@ def ground_truth_report_3d(model: DiffusionModel, system, images: Tensor) -> tup
     except ValueError as err:
         log.warning("no ground-truth metrics: %s", err)
         return None
-    cameras = task.eval_cameras()
-    backbone.eval()
-    with torch.no_grad():
-        alpha = backbone.render(cameras).alpha
-    metrics = caption_metrics(caption, images.float().cpu(), task.eval_views(), None if alpha is None else alpha.cpu())
-    metrics["views"] = len(cameras)
-    references = render_scene(scene, cameras.to("cpu")).rgb
+    metrics = caption_metrics(caption, images.float().cpu(), task.eval_views(), alpha)
+    metrics["views"] = len(images)
+    references = render_scene(scene, task.eval_cameras().to("cpu")).rgb
     return {f"gt/{k}": v for k, v in metrics.items()}, references

@@ -77,6 +77,7 @@ class ImageTo3D(TextTo3D):
         else:
             rgb, mask = self._toyworld_reference(resolution)
         self.reference_rgb, self.reference_mask = rgb.to(model.device), mask.to(model.device)
+        self._reference_cameras = self.reference_cameras().to(model.device)  # rendered every step
 
     def _toyworld_reference(self, resolution: int) -> tuple[Tensor, Tensor]:
         from lods.toyworld import grammar
@@ -100,7 +101,7 @@ class ImageTo3D(TextTo3D):
 
     def losses(self, out: RenderOutput, step: int, backbone=None) -> dict[str, Tensor]:
         """Masked RGB MSE and mask MSE of the reference view's render (Magic123's reference losses)."""
-        ref = backbone.render(self.reference_cameras().to(self.reference_rgb.device), step)
+        ref = backbone.render(self._reference_cameras, step)
         mask = self.reference_mask
         rgb_loss = (mask * (ref.rgb - self.reference_rgb) ** 2).sum() / (3 * mask.sum().clamp_min(1.0))
         losses = {"reference_rgb": self.rgb_weight * rgb_loss}
