@@ -4,14 +4,14 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-fast lint format train bench toyworld-prior toyworld-card clean
+.PHONY: help install test test-fast lint format train bench bench-mini bench-full bench-perf toyworld-prior toyworld-card clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 install:  ## install lods and its dev tools (CPU torch kept by constraints.txt)
 	$(PIP) install -c constraints.txt torch==2.13.0
-	$(PIP) install -c constraints.txt -e ".[dev]"
+	$(PIP) install -c constraints.txt -e ".[dev,sweeps]"
 	$(PIP) install -c constraints.txt --no-deps nerfstudio==1.1.5  # fields/samplers only; its own deps are in pyproject.toml
 
 test:  ## the full test suite (what CI runs)
@@ -38,10 +38,20 @@ toyworld-prior:  ## retrain the toyworld prior from scratch into lods/models/toy
 toyworld-card:  ## measure the shipped prior against ground truth and rewrite its model card
 	$(PYTHON) -m lods.toyworld.card
 
-bench:  ## speed benchmarks (not tests): per-step time of every prior relative to SDS, 2D and both 3D backbones
-	$(PYTHON) -m lods.eval.prior_speed --steps 30
-	$(PYTHON) -m lods.eval.prior_speed --steps 20 --backbone gaussians
-	$(PYTHON) -m lods.eval.prior_speed --steps 20 --backbone nerf
+bench: bench-mini bench-perf  ## the toyworld bench (mini) and the speed benchmark; ~45 min on 2 CPU cores
+
+bench-mini:  ## prompts x priors x backbones on toyworld -> bench/mini/{results.json,table.md,grid.png} (rerun continues)
+	$(PYTHON) train.py -m sweep=bench_mini
+	$(PYTHON) -m lods.bench bench/mini
+
+bench-full:  ## the full bench (360 runs; for GPUs: ARGS="trainer=gpu hydra/launcher=lods_ray")
+	$(PYTHON) train.py -m sweep=bench_full $(ARGS)
+	$(PYTHON) -m lods.bench bench/full
+
+bench-perf:  ## per-step time of every prior relative to SDS, split into render/encode/U-Net/backward/update, + peak memory
+	$(PYTHON) -m lods.eval.prior_speed --steps 30 --json bench/perf/image.json
+	$(PYTHON) -m lods.eval.prior_speed --steps 30 --backbone gaussians --json bench/perf/gaussians.json
+	$(PYTHON) -m lods.eval.prior_speed --steps 30 --backbone nerf --json bench/perf/nerf.json
 
 clean:  ## remove caches (run outputs in outputs/ and multirun/ are kept)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -8,11 +8,10 @@ import lods.config  # noqa: F401  (registers the config resolvers before Hydra r
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from lods.training import train
+    from lods.training import objective_value, train
 
     metrics = train(cfg)
-    objective = cfg.get("objective")
-    return metrics.get(objective) if objective else None
+    return objective_value(cfg, metrics)
 
 
 if __name__ == "__main__":

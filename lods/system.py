@@ -12,6 +12,7 @@ from torch import Tensor
 from lods.diffusion.model import DiffusionModel
 from lods.priors.base import Prior, sds_loss
 from lods.utils.images import save_grid
+from lods.utils.profiling import StepProfiler
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -37,6 +38,7 @@ class ScoreDistillationSystem(pl.LightningModule):
         seed: int = 0,
         image_every: int = 100,
         run_dir: str | Path | None = None,
+        profile: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -63,6 +65,8 @@ class ScoreDistillationSystem(pl.LightningModule):
         )
         cfg_schedule.setup(max_steps)
         self.step_times: list[float] = []
+        self.profiler = StepProfiler(profile, model.device)
+        self.profiler.watch_unet(model.unet)
 
     @property
     def model(self) -> DiffusionModel:
@@ -86,25 +90,32 @@ class ScoreDistillationSystem(pl.LightningModule):
         start = time.perf_counter()
         step = self.global_step
         optimizer = self.optimizers()
-        n = self.batch_size
+        n, profiler = self.batch_size, self.profiler
 
-        cameras = self.task.sample_cameras(step, n, self.generator)
-        out = self.backbone.render(cameras, step)
-        z = out.latent if out.latent is not None else self.model.encode(self._at_model_size(out.rgb))
-        guidance_scale = self.cfg_schedule(step)
-        prior_out = self.prior(z, self.task.conditioning(cameras, n), step, guidance_scale, generator=self.generator)
+        with profiler.section("render"):
+            cameras = self.task.sample_cameras(step, n, self.generator)
+            out = self.backbone.render(cameras, step)
+        with profiler.section("encode"):
+            z = out.latent if out.latent is not None else self.model.encode(self._at_model_size(out.rgb))
+        with profiler.section("prior"):
+            guidance_scale = self.cfg_schedule(step)
+            conditioning = self.task.conditioning(cameras, n)
+            prior_out = self.prior(z, conditioning, step, guidance_scale, generator=self.generator)
+        with profiler.section("losses"):
+            scale = self.prior.loss_scale(guidance_scale)
+            losses = {"sds": scale * sds_loss(z, prior_out.grad), "prior": prior_out.loss}
+            losses.update(self.task.losses(out, step, self.backbone))
+            losses.update(self.backbone.regularizers(out, step))
+            loss = sum(losses.values())
+        with profiler.section("backward"):
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            self._check_gradients(step)
+        with profiler.section("update"):
+            backbone_info = self.backbone.after_backward(out, step, optimizer.optimizer)
+            optimizer.step()
 
-        losses = {"sds": self.prior.loss_scale(guidance_scale) * sds_loss(z, prior_out.grad), "prior": prior_out.loss}
-        losses.update(self.task.losses(out, step, self.backbone))
-        losses.update(self.backbone.regularizers(out, step))
-        loss = sum(losses.values())
-
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        self._check_gradients(step)
-        backbone_info = self.backbone.after_backward(out, step, optimizer.optimizer)
-        optimizer.step()
-
+        profiler.end_step()
         self.step_times.append(time.perf_counter() - start)
         metrics = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
         metrics.update({f"prior/{k}": v for k, v in prior_out.info.items()})
@@ -150,9 +161,10 @@ class ScoreDistillationSystem(pl.LightningModule):
         return path
 
     def timing(self) -> dict[str, float]:
-        """Median seconds per step (the first step, which pays for warm-up, excluded)."""
+        """Median seconds per step (the first step, which pays for warm-up, excluded), and per section when
+        profiling."""
         times = sorted(self.step_times[1:] or self.step_times)
-        return {"seconds_per_step": times[len(times) // 2]} if times else {}
+        return ({"seconds_per_step": times[len(times) // 2]} if times else {}) | self.profiler.summary()
 
     # --------------------------------------------------------------- state
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from lods.export import export_assets
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
 from lods.utils.logging import drop_rows_from
+from lods.utils.memory import peak_memory_mb, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,54 @@ class _Steps(torch.utils.data.IterableDataset):
 def _loggers(cfg: DictConfig) -> list:
     if not cfg.get("logger"):
         return []
-    return [instantiate(c) for c in cfg.logger.values() if c is not None]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
+    for logger in loggers:  # the whole resolved config, so W&B can filter and group runs by any key
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+@contextmanager
+def _finishing(loggers: list):
+    """Close the run's W&B run when it ends (else the next job of a multirun would log into it)."""
+    try:
+        yield
+    except BaseException:
+        _finish(loggers, exit_code=1)
+        raise
+    _finish(loggers, exit_code=0)
+
+
+def _finish(loggers: list, exit_code: int) -> None:
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish(exit_code=exit_code)
+
+
+def _sweep() -> tuple[str, Path] | None:
+    """(name, directory) of the Hydra multirun this job belongs to; None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra_cfg = HydraConfig.get()
+    name = hydra_cfg.runtime.choices.get("sweep") or "multirun"
+    return str(name), Path(hydra_cfg.sweep.dir)
+
+
+def _group_multirun(cfg: DictConfig) -> None:
+    """The jobs of one multirun share a W&B group named after the sweep (and its directory's timestamp)."""
+    sweep = _sweep()
+    wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
+    if sweep is None or wandb_cfg is None or wandb_cfg.get("group"):
+        return
+    name, sweep_dir = sweep
+    with open_dict(cfg):
+        cfg.logger.wandb.group = f"{name}-{sweep_dir.name}"
+
+
+def _same_run(saved: Path, resolved: dict) -> bool:
+    return saved.is_file() and OmegaConf.to_container(OmegaConf.load(saved)) == resolved
 
 
 def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
@@ -61,14 +110,25 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
             run_cfg.resume = str(run_dir)
         return run_cfg, run_dir, checkpoint if checkpoint.is_file() else None
     run_dir = Path(cfg.run_dir).resolve()
+    if cfg.get("prompt_list"):  # the saved config names the prompt itself (a resume needs no list)
+        from lods.prompts import prompt_at
+
+        with open_dict(cfg):
+            cfg.prompt = prompt_at(cfg.prompt_list, cfg.get("prompt_index", 0))
+    _group_multirun(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     finished = [p.name for p in (run_dir / RESULT_FILE, run_dir / "checkpoints") if p.exists()]
+    if finished and _sweep() is not None and _same_run(run_dir / "config.yaml", resolved):
+        # A relaunched sweep (a killed `make bench`, a job SLURM requeued) continues its own jobs.
+        log.info("continuing the run in %s (same config)", run_dir)
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        return cfg, run_dir, checkpoint if checkpoint.is_file() else None
     if finished:
         raise RunDirectoryError(
             f"run directory '{run_dir}' already holds {', '.join(finished)}; refusing to overwrite it. "
             f"Resume it with resume={run_dir} or choose another hydra.run.dir."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
     return cfg, run_dir, None
 
@@ -93,6 +153,7 @@ def build_system(cfg: DictConfig, run_dir: Path | None = None) -> ScoreDistillat
         seed=cfg.seed,
         image_every=cfg.image_every,
         run_dir=run_dir,
+        profile=cfg.get("profile", False),
     )
 
 
@@ -111,6 +172,23 @@ def load_system(run_dir: str | Path) -> tuple[ScoreDistillationSystem, int]:
     return system, int(state["global_step"])
 
 
+def _clip_report(cfg: DictConfig, system: ScoreDistillationSystem, images: torch.Tensor) -> dict:
+    """CLIP score and CLIP-IQA of the final images when CLIP weights are configured (eval.clip / $LODS_CLIP)."""
+    source = OmegaConf.select(cfg, "eval.clip")
+    if not source:
+        from lods.toyworld.model import is_toyworld
+
+        if not is_toyworld(system.model):  # real checkpoints are where CLIP metrics matter: say why there are none
+            log.info("CLIP metrics skipped: no CLIP weights configured (eval.clip=<folder> or LODS_CLIP=<folder>)")
+        return {}
+    from lods.eval.clip import clip_metrics
+
+    metrics, reason = clip_metrics(images, system.task.prompt, source)
+    if metrics is None:
+        log.warning("CLIP metrics skipped: %s", reason)
+    return metrics or {}
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one optimisation; returns its final metrics (also written to ``<run_dir>/metrics.json``)."""
     import lightning.pytorch as pl
@@ -125,6 +203,8 @@ def train(cfg: DictConfig) -> dict:
     if checkpoint is not None:  # the steps after the checkpoint are run, and logged, again
         drop_rows_from(run_dir / "metrics.csv", torch.load(checkpoint, weights_only=False)["global_step"])
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    device = "cuda" if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu" else None
+    reset_peak_memory(device)
     system = build_system(cfg, run_dir)
     model = system.model
     checkpointing = ModelCheckpoint(
@@ -136,54 +216,81 @@ def train(cfg: DictConfig) -> dict:
         save_top_k=1,
         save_on_exception=False,  # a failing step (e.g. NaN) must not replace the last good checkpoint
     )
+    loggers = _loggers(cfg)
     trainer = instantiate(
-        cfg.trainer, logger=_loggers(cfg) or False, callbacks=[checkpointing], default_root_dir=str(run_dir)
+        cfg.trainer, logger=loggers or False, callbacks=[checkpointing], default_root_dir=str(run_dir)
     )
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        # Checkpoints after the optimiser step are what resuming needs; Lightning warns about exactly that.
-        warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        try:
-            steps = torch.utils.data.DataLoader(_Steps(), batch_size=None)
-            trainer.fit(system, train_dataloaders=steps, ckpt_path=checkpoint)
-        except SystemExit as exit_:  # Lightning exits after a graceful Ctrl-C shutdown
-            raise _interrupted(trainer, cfg, run_dir) from exit_
-    if trainer.interrupted or trainer.global_step < cfg.trainer.max_steps:
-        raise _interrupted(trainer, cfg, run_dir)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state (exports redo from it)
+    with _finishing(loggers):
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            # Checkpoints after the optimiser step are what resuming needs; Lightning warns about exactly that.
+            warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+            try:
+                steps = torch.utils.data.DataLoader(_Steps(), batch_size=None)
+                trainer.fit(system, train_dataloaders=steps, ckpt_path=checkpoint)
+            except SystemExit as exit_:  # Lightning exits after a graceful Ctrl-C shutdown
+                raise _interrupted(trainer, cfg, run_dir) from exit_
+        if trainer.interrupted or trainer.global_step < cfg.trainer.max_steps:
+            raise _interrupted(trainer, cfg, run_dir)
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state (exports redo from it)
 
-    if system.task.dims == 3:  # one render of the evaluation views gives the images and their opacity
-        evaluation = system.backbone.evaluate(system.task.eval_cameras())
-        images = evaluation.rgb.clamp(0, 1).cpu()
-    else:
-        images = system.images().cpu()
-    final = system.save_images("final", images)
-    for i, image in enumerate(images):
-        save_grid(image[None], run_dir / "images" / f"final_{i}.png")
-    exports = []
-    if system.task.dims == 3:
-        exports = export_assets(system, run_dir / "export", **cfg.get("export", {}))
-        alpha = None if evaluation.alpha is None else evaluation.alpha.cpu()
-        report = ground_truth_report_3d(model, system.task, images, alpha)
-    else:
-        report = ground_truth_report(model, system.task.prompt, images)
-    if report is not None:
-        gt_metrics, references = report
-        save_grid(references, run_dir / "images" / "ground_truth.png")
+        if system.task.dims == 3:  # one render of the evaluation views gives the images and their opacity
+            evaluation = system.backbone.evaluate(system.task.eval_cameras())
+            images = evaluation.rgb.clamp(0, 1).cpu()
+        else:
+            images = system.images().cpu()
+        final = system.save_images("final", images)
+        for i, image in enumerate(images):
+            save_grid(image[None], run_dir / "images" / f"final_{i}.png")
+        exports = []
+        if system.task.dims == 3:
+            exports = export_assets(system, run_dir / "export", **cfg.get("export", {}))
+            alpha = None if evaluation.alpha is None else evaluation.alpha.cpu()
+            report = ground_truth_report_3d(model, system.task, images, alpha)
+        else:
+            report = ground_truth_report(model, system.task.prompt, images)
+        if report is not None:
+            gt_metrics, references = report
+            save_grid(references, run_dir / "images" / "ground_truth.png")
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {k: v for k, v in gt_metrics.items() if isinstance(v, float)}, step=trainer.global_step
+                )
+        clip = _clip_report(cfg, system, images)
+        cost = {
+            "wall_seconds": round(time.perf_counter() - started, 3),
+            "peak_memory_mb": round(peak_memory_mb(device), 1),
+            **system.timing(),
+        }
         for logger in trainer.loggers:
-            logger.log_metrics({k: v for k, v in gt_metrics.items() if isinstance(v, float)}, step=trainer.global_step)
-    metrics = {
-        "steps": int(trainer.global_step),
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        **system.timing(),
-        **{k: float(v) for k, v in trainer.callback_metrics.items()},
-        **system.task.describe(),
-        "prior": type(system.prior).__name__,
-        "image": str(final.relative_to(run_dir)) if final else None,
-        "exports": [str(p.relative_to(run_dir)) for p in exports],
-        **(report[0] if report else {}),
-    }
-    result_file.write_text(json.dumps(metrics, indent=2) + "\n")
+            logger.log_metrics({**clip, **cost}, step=trainer.global_step)
+        metrics = {
+            "steps": int(trainer.global_step),
+            **cost,
+            **{k: float(v) for k, v in trainer.callback_metrics.items()},
+            **system.task.describe(),
+            "prior": type(system.prior).__name__,
+            "backbone": type(system.backbone).__name__,
+            "image": str(final.relative_to(run_dir)) if final else None,
+            "exports": [str(p.relative_to(run_dir)) for p in exports],
+            **(report[0] if report else {}),
+            **clip,
+        }
+        result_file.write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("finished: %s", run_dir)
     return metrics
+
+
+def objective_value(cfg: DictConfig, metrics: dict) -> float | None:
+    """The metric a sweeper optimises (``objective=<key of metrics.json>``), or None without one."""
+    objective = cfg.get("objective")
+    if not objective:
+        return None
+    if objective not in metrics:
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise KeyError(
+            f"objective '{objective}' is not among this run's metrics; choose one of: {', '.join(numeric)} "
+            "(gt/* need model=toyworld and a toyworld prompt)"
+        )
+    return float(metrics[objective])

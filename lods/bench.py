@@ -1,0 +1,220 @@
+"""The toyworld bench (a T3Bench analogue): aggregate a multirun of prompts x priors x backbones.
+
+    python train.py -m sweep=bench_mini       # the runs (make bench-mini does both steps)
+    python -m lods.bench bench/mini           # -> bench/mini/results.json, table.md, grid.png
+    python -m lods.bench multirun/<date>/<time> --by prior.guidance_scale   # e.g. the CFG ablation
+
+Each run of the sweep (any directory below the given one holding metrics.json) is one prompt, prior and
+backbone scored against ground truth at the evaluation orbit. The table is laid out like the LODS paper's
+Table 1 (per category, per prior), with ground-truth metrics in place of ImageReward / GPT-4 judgements,
+and carries each configuration's wall time and peak memory. The grid shows every run's front view under
+the ground truth of its prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image, ImageDraw
+
+from lods.toyworld.grammar import CATEGORIES
+
+# (metrics.json key, column title, format); arrows say which way is better.
+PER_CATEGORY = (("gt/iou", "IoU ↑", "{:.2f}"), ("gt/psnr", "PSNR ↑", "{:.1f}"), ("gt/delta_e", "ΔE ↓", "{:.1f}"))
+OVERALL = (
+    ("gt/iou", "IoU ↑", "{:.3f}"),
+    ("gt/psnr", "PSNR ↑", "{:.2f}"),
+    ("gt/ssim", "SSIM ↑", "{:.3f}"),
+    ("gt/delta_e", "ΔE ↓", "{:.1f}"),
+    ("gt/saturation_bias", "sat. bias", "{:+.3f}"),
+    ("gt/floater_mass", "floaters ↓", "{:.3f}"),
+    ("gt/janus_rate", "Janus ↓", "{:.2f}"),
+    ("clip/score", "CLIP ↑", "{:.1f}"),
+    ("seconds_per_step", "s/step", "{:.3f}"),
+    ("wall_seconds", "wall s", "{:.0f}"),
+    ("peak_memory_mb", "peak MiB", "{:.0f}"),
+)
+LABEL_WIDTH = 168  # pixels of the grid's row labels
+PRIOR_ORDER = ("sds", "sds_ref", "vsd", "sdi", "lods_embedding", "lods_lora", "dds")
+
+
+def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
+    """One row per finished run below ``sweep_dir``: its prompt, prior, backbone, category and metrics.
+
+    ``by`` (a config key, e.g. ``prior.guidance_scale``) splits each prior's rows by that key's value
+    (``sds @ 100``), for sweeps over a setting rather than over priors.
+    """
+    rows = []
+    for metrics_file in sorted(sweep_dir.rglob("metrics.json"), key=lambda p: str(p)):
+        run_dir = metrics_file.parent
+        metrics = json.loads(metrics_file.read_text())
+        choices = {}
+        hydra_file = run_dir / ".hydra" / "hydra.yaml"
+        if hydra_file.is_file():
+            choices = OmegaConf.to_container(OmegaConf.load(hydra_file).hydra.runtime.choices)
+        prior = choices.get("prior") or metrics.get("prior")
+        if by:
+            prior = f"{prior} @ {OmegaConf.select(OmegaConf.load(run_dir / 'config.yaml'), by)}"
+        rows.append(
+            {
+                "run_dir": os.path.relpath(run_dir),
+                "prompt": metrics.get("prompt"),
+                "category": metrics.get("gt/category", "other"),
+                "prior": prior,
+                "backbone": choices.get("backbone") or metrics.get("backbone", "image"),
+                "image": str(run_dir / metrics["image"]) if metrics.get("image") else None,
+                "metrics": {
+                    k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                },
+            }
+        )
+    return rows
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def summarize(rows: list[dict]) -> dict:
+    """{backbone: {prior: {category or "all": {metric: mean over prompts, "count": n}}}}."""
+    grouped: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for row in rows:
+        for category in (row["category"], "all"):
+            grouped[row["backbone"]][row["prior"]][category].append(row["metrics"])
+    table: dict = {}
+    for backbone, priors in grouped.items():
+        for prior, categories in priors.items():
+            for category, runs in categories.items():
+                keys = sorted({k for run in runs for k in run})
+                means = {k: _mean([float(run[k]) for run in runs if k in run]) for k in keys}
+                table.setdefault(backbone, {}).setdefault(prior, {})[category] = {**means, "count": len(runs)}
+    return table
+
+
+def _prior_rank(name: str) -> tuple[int, float, str]:
+    """Priors in PRIOR_ORDER, then others by name; a prior's variants (``sds @ 30``) by their value."""
+    base, _, variant = name.partition(" @ ")
+    try:
+        value = float(variant)
+    except ValueError:
+        value = 0.0
+    return (PRIOR_ORDER.index(base) if base in PRIOR_ORDER else len(PRIOR_ORDER), value, name)
+
+
+def _ordered(names) -> list[str]:
+    return sorted(names, key=_prior_rank)
+
+
+def _cell(values: dict, key: str, fmt: str) -> str:
+    value = values.get(key, math.nan)
+    return "–" if value is None or math.isnan(value) else fmt.format(value)
+
+
+def markdown(table: dict, title: str) -> str:
+    """Per backbone: a Table-1 layout (categories x metrics per prior), then every metric over all prompts."""
+    lines = [f"# {title}", ""]
+    for backbone in sorted(table):
+        priors = table[backbone]
+        categories = [c for c in CATEGORIES if any(c in p for p in priors.values())]
+        lines += [f"## backbone = {backbone}", ""]
+        header = ["prior"] + [f"{c} {name}" for c in categories for _, name, _ in PER_CATEGORY]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for prior in _ordered(priors):
+            cells = [_cell(priors[prior].get(c, {}), key, fmt) for c in categories for key, _, fmt in PER_CATEGORY]
+            lines.append(f"| {prior} | " + " | ".join(cells) + " |")
+        present = [(k, n, f) for k, n, f in OVERALL if any(k in p.get("all", {}) for p in priors.values())]
+        header = ["prior (all prompts)", "runs"] + [name for _, name, _ in present]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for prior in _ordered(priors):
+            values = priors[prior]["all"]
+            cells = [str(values["count"])] + [_cell(values, key, fmt) for key, _, fmt in present]
+            lines.append(f"| {prior} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(
+        "Means over prompts. wall s: a run's wall time (its steps, evaluation and exports); peak MiB: its peak "
+        "resident memory (CPU) or allocated CUDA memory. Ground truth: lods.toyworld at the evaluation orbit."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _label(text: str, width: int, height: int = 14) -> np.ndarray:
+    canvas = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(canvas).text((2, 1), text, fill="black")
+    return np.asarray(canvas)
+
+
+def image_grid(rows: list[dict], path: Path, cell: int = 64) -> Path | None:
+    """Rows: the ground truth, then every backbone/prior; columns: the prompts by category. Front views."""
+    runs = [r for r in rows if Path(r["run_dir"], "images", "final_0.png").is_file()]
+    if not runs:
+        return None
+    category_rank = {c: i for i, c in enumerate(CATEGORIES)}
+    runs.sort(key=lambda r: (category_rank.get(r["category"], len(CATEGORIES)), r["prompt"]))
+    prompts = list(dict.fromkeys(r["prompt"] for r in runs))
+    keys = sorted({(r["backbone"], r["prior"]) for r in runs}, key=lambda k: (k[0], _prior_rank(k[1])))
+    by_key = {(r["backbone"], r["prior"], r["prompt"]): r for r in runs}
+
+    def front(run: dict, name: str) -> np.ndarray:
+        """The first tile of an image grid (the run's renders are square tiles of final_0.png's size)."""
+        side = Image.open(Path(run["run_dir"], "images", "final_0.png")).width
+        image = Image.open(Path(run["run_dir"], "images", name)).convert("RGB").crop((0, 0, side, side))
+        return np.asarray(image.resize((cell, cell), Image.BILINEAR))
+
+    blank = np.full((cell, cell, 3), 255, np.uint8)
+    first = {p: next(r for r in runs if r["prompt"] == p) for p in prompts}
+    truth = [
+        front(first[p], "ground_truth.png")
+        if Path(first[p]["run_dir"], "images", "ground_truth.png").is_file()
+        else blank
+        for p in prompts
+    ]
+    grid_rows = [np.concatenate([_label("ground truth", LABEL_WIDTH, cell), *truth], axis=1)]
+    for backbone, prior in keys:
+        cells = [
+            front(by_key[backbone, prior, p], "final_0.png") if (backbone, prior, p) in by_key else blank
+            for p in prompts
+        ]
+        grid_rows.append(np.concatenate([_label(f"{backbone} / {prior}", LABEL_WIDTH, cell), *cells], axis=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(grid_rows, axis=0)).save(path)
+    return path
+
+
+def aggregate(sweep_dir: str | Path, out_dir: str | Path | None = None, by: str | None = None) -> dict:
+    """Write results.json, table.md and grid.png for the runs below ``sweep_dir`` (into ``out_dir``)."""
+    sweep_dir = Path(sweep_dir)
+    out_dir = Path(out_dir) if out_dir else sweep_dir
+    rows = collect(sweep_dir, by)
+    if not rows:
+        raise FileNotFoundError(f"no finished runs (metrics.json) below '{sweep_dir}'")
+    table = summarize(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"sweep_dir": str(sweep_dir), "runs": rows, "table": table}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out_dir / "table.md").write_text(markdown(table, f"toyworld bench: {sweep_dir}"))
+    image_grid(rows, out_dir / "grid.png")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (e.g. bench/mini)")
+    parser.add_argument("--out", type=Path, default=None, help="where the results go (default: sweep_dir)")
+    parser.add_argument("--by", default=None, help="also split rows by this config key (e.g. prior.guidance_scale)")
+    args = parser.parse_args(argv)
+    results = aggregate(args.sweep_dir, args.out, args.by)
+    out = args.out or args.sweep_dir
+    print((out / "table.md").read_text())
+    print(f"{len(results['runs'])} runs -> {out}/results.json, table.md, grid.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Prompt lists for benchmark sweeps: ``prompt_list=<name> prompt_index=<i>`` picks ``cfg.prompt``.
+
+Built-in lists, 100 prompts each, in the three T3Bench categories (single object, single object with
+surroundings, multiple objects):
+
+- ``toyworld_single``, ``toyworld_surroundings``, ``toyworld_multiple``: captions of the procedural toyworld
+  grammar (the T3Bench analogue that can be scored against ground truth): the first 100 *distinct* captions
+  that :func:`lods.toyworld.grammar.sample_captions` draws with seed 0 (it samples with replacement, so
+  repeats are skipped). Fixed forever: results stay comparable across runs and machines.
+- ``t3bench_single``, ``t3bench_surroundings``, ``t3bench_multiple``: the T3Bench prompts (He et al. 2023),
+  not shipped with lods. They are read from a local clone of https://github.com/THU-LYJ-Lab/T3Bench, found
+  through the environment variable ``T3BENCH_ROOT`` (or the ``root`` argument). That repository keeps them
+  as ``data/prompt_single.txt``, ``data/prompt_surr.txt`` and ``data/prompt_multi.txt``, one prompt per line.
+  A folder holding those three files, or ``single.txt``, ``surroundings.txt`` and ``multiple.txt``, works too.
+
+Any path to a ``.txt`` file is a list as well: one prompt per line; blank lines and lines starting with
+``#`` are skipped.
+
+python -m lods.prompts                    # the lists and their sizes
+python -m lods.prompts toyworld_multiple  # one list, numbered (the numbers are prompt_index)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import operator
+import os
+from pathlib import Path
+
+from lods.toyworld import grammar
+
+TOYWORLD_SIZE = 100  # prompts per toyworld list (T3Bench: 100 per category)
+TOYWORLD_SEED = 0
+T3BENCH_ENV = "T3BENCH_ROOT"
+T3BENCH_URL = "https://github.com/THU-LYJ-Lab/T3Bench"
+# Category -> the file name stem in the T3Bench repository (data/prompt_<stem>.txt).
+T3BENCH_STEMS = {"single": "single", "surroundings": "surr", "multiple": "multi"}
+
+# Built-in list name -> its category (one of grammar.CATEGORIES).
+LISTS: dict[str, str] = {
+    **{f"toyworld_{category}": category for category in grammar.CATEGORIES},
+    **{f"t3bench_{category}": category for category in grammar.CATEGORIES},
+}
+
+
+def _allowed() -> str:
+    return f"{', '.join(LISTS)}, or a path to a .txt file"
+
+
+def _is_file_name(name: str) -> bool:
+    return name.endswith(".txt") or os.sep in name or "/" in name
+
+
+def category_of(name: str | os.PathLike) -> str | None:
+    """ "single", "surroundings" or "multiple" for a built-in list; None for a .txt file."""
+    name = os.fspath(name)
+    if name in LISTS:
+        return LISTS[name]
+    if _is_file_name(name):
+        return None
+    raise ValueError(f"unknown prompt list {name!r}; choose one of: {_allowed()}")
+
+
+@functools.cache
+def _toyworld(category: str) -> tuple[str, ...]:
+    """The first TOYWORLD_SIZE distinct captions of the seed-0 sample stream of one category."""
+    draws = TOYWORLD_SIZE
+    while True:
+        # sample_captions(n) is a prefix of sample_captions(2 n) for one seed: drawing more only appends.
+        distinct = list(dict.fromkeys(grammar.sample_captions(draws, TOYWORLD_SEED, category)))
+        if len(distinct) >= TOYWORLD_SIZE:
+            return tuple(distinct[:TOYWORLD_SIZE])
+        draws *= 2
+
+
+def t3bench_file(category: str, root: str | os.PathLike | None = None) -> Path:
+    """The T3Bench prompt file of a category inside ``root`` (default: ``$T3BENCH_ROOT``)."""
+    stem = T3BENCH_STEMS[category]
+    expected = f"data/prompt_{stem}.txt"
+    root = root if root is not None else os.environ.get(T3BENCH_ENV)
+    if not root:
+        raise FileNotFoundError(
+            f"t3bench_{category} is not shipped with lods: set {T3BENCH_ENV} to a clone of the T3Bench repository "
+            f"({T3BENCH_URL}); expected file: ${T3BENCH_ENV}/{expected}"
+        )
+    root = Path(root).expanduser()
+    candidates = [root / expected, root / f"prompt_{stem}.txt", root / f"{category}.txt"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"t3bench_{category}: {T3BENCH_ENV}={root} has no {expected} (nor {candidates[1].name} or "
+        f"{candidates[2].name}); set {T3BENCH_ENV} to a clone of the T3Bench repository ({T3BENCH_URL})"
+    )
+
+
+def read_prompt_file(path: str | os.PathLike) -> list[str]:
+    """One prompt per line of a text file; blank lines and ``#`` comments skipped."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt list file '{path}' does not exist; give a built-in list ({_allowed()})")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompt list file '{path}' holds no prompts (blank lines and # comments are skipped)")
+    return prompts
+
+
+def prompt_list(name: str | os.PathLike, root: str | os.PathLike | None = None) -> list[str]:
+    """The prompts of a list: a built-in name (see LISTS) or a path to a .txt file.
+
+    ``root`` is the T3Bench clone for the ``t3bench_*`` lists (default: ``$T3BENCH_ROOT``).
+    """
+    name = os.fspath(name)
+    category = category_of(name)
+    if category is None:
+        return read_prompt_file(name)
+    if name.startswith("toyworld_"):
+        return list(_toyworld(category))
+    return read_prompt_file(t3bench_file(category, root))
+
+
+def prompt_at(name: str | os.PathLike, index: int, root: str | os.PathLike | None = None) -> str:
+    """The ``index``-th prompt (from 0) of a list."""
+    prompts = prompt_list(name, root)
+    try:
+        index = operator.index(index)
+    except TypeError:
+        raise TypeError(f"prompt index must be an integer, got {index!r}") from None
+    if not 0 <= index < len(prompts):
+        raise IndexError(f"index {index} out of range for {os.fspath(name)} (0..{len(prompts) - 1})")
+    return prompts[index]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lods.prompts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", nargs="?", help=f"a list to print: {_allowed()}")
+    args = parser.parse_args(argv)
+    if args.name is None:
+        width = max(map(len, LISTS))
+        for name, category in LISTS.items():
+            try:
+                count = f"{len(prompt_list(name)):4d} prompts"
+            except FileNotFoundError:
+                count = f"   - (not found: set {T3BENCH_ENV} to a clone of {T3BENCH_URL})"
+            print(f"{name:<{width}}  {category:<12}  {count}")
+        print("or a path to a .txt file (one prompt per line)")
+        return 0
+    try:
+        prompts = prompt_list(args.name)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    digits = len(str(len(prompts) - 1))
+    for i, prompt in enumerate(prompts):
+        print(f"{i:>{digits}}  {prompt}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
