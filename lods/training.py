@@ -178,7 +178,8 @@ def _clip_report(cfg: DictConfig, system: ScoreDistillationSystem, images: torch
     if not source:
         from lods.toyworld.model import is_toyworld
 
-        if not is_toyworld(system.model):  # real checkpoints are where CLIP metrics matter: say why there are none
+        # Real checkpoints are where CLIP metrics matter: say why there are none (not for toyworld or tiny).
+        if not is_toyworld(system.model) and not str(system.model.name).startswith("tiny("):
             log.info("CLIP metrics skipped: no CLIP weights configured (eval.clip=<folder> or LODS_CLIP=<folder>)")
         return {}
     from lods.eval.clip import clip_metrics
