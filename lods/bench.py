@@ -69,7 +69,7 @@ def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
                 "category": metrics.get("gt/category", "other"),
                 "prior": prior,
                 "backbone": choices.get("backbone") or metrics.get("backbone", "image"),
-                "image": str(run_dir / metrics["image"]) if metrics.get("image") else None,
+                "image": os.path.relpath(run_dir / metrics["image"]) if metrics.get("image") else None,
                 "metrics": {
                     k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
                 },
