@@ -78,6 +78,8 @@ class Prior(nn.Module):
     learns: bool = False
     #: the gradient is the CFG one divided by the guidance scale (LODS Eq. 7/9), so that s = inf is legal
     normalized: bool = False
+    #: the own loss comes from the target's U-Net pass (same t and noise; see ``target_and_own_loss``)
+    merged_update: bool = False
 
     def __init__(
         self,
@@ -136,6 +138,10 @@ class Prior(nn.Module):
         """Loss of the learnable parameters on the detached render (fresh ``t'``, fresh noise)."""
         return z.new_zeros(())
 
+    def target_and_own_loss(self, z_t: Tensor, t: Tensor, noise: Tensor, c: Conditioning, scale: float):
+        """(target, own loss at ``t' = t``, ``eps' = noise``) from one U-Net pass: ``merged_update``."""
+        raise NotImplementedError(f"{type(self).__name__} has no merged update")
+
     def cfg(self, z_t: Tensor, t: Tensor, c: Conditioning, scale: float) -> Tensor:
         """The pretrained model's guided prediction for ``c.cond``: CFG, or Perp-Neg when the
         conditioning carries negative view prompts (one more U-Net call per negative)."""
@@ -179,11 +185,14 @@ class Prior(nn.Module):
             noise = randn_like(z, generator)
         with torch.no_grad():
             z_t, noise = self.noisy(z, t, noise, c, scale, generator)
-            target = self.target(z_t, t, c, scale)
+            if not self.merged_update:
+                target = self.target(z_t, t, c, scale)
             control = self.control(z_t, t, noise, c, scale)
-            grad = self.weight(t) * (target - control)
         loss = z.new_zeros(())
-        if self.learns:
+        if self.merged_update:  # one U-Net forward serves the gradient and the own loss (LODS Sec. 3.6)
+            target, loss = self.target_and_own_loss(z_t, t, noise, c, scale)
+        grad = self.weight(t) * (target.detach() - control)
+        if self.learns and not self.merged_update:
             if t_own is None:  # t' ~ U[0, N)
                 t_own = torch.randint(
                     0,

@@ -5,10 +5,12 @@
 
 One U-Net: LoRA off for the conditional branch, on (at ``lora_scale``; reference code 0.5) for the
 unconditional one. ``null`` is the negative prompt, or the source caption when editing.
+``merged_update=True``: Eq. 10 reuses Eq. 9's noisy latent and U-Net pass (Sec. 3.6; see lods_embedding.py).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from lods.priors.base import Prior, inverse, mse, normalized_guided
@@ -21,9 +23,9 @@ class LODSLoRA(Prior):
     normalized = True
     adapter_name = "lods"
 
-    def __init__(self, *args, lora_rank: int = 4, lora_scale: float = 0.5, **kwargs):
+    def __init__(self, *args, lora_rank: int = 4, lora_scale: float = 0.5, merged_update: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.lora_rank, self.lora_scale = lora_rank, lora_scale
+        self.lora_rank, self.lora_scale, self.merged_update = lora_rank, lora_scale, merged_update
 
     def setup(self, model, conditioning, max_steps=1):
         super().setup(model, conditioning, max_steps)
@@ -45,3 +47,9 @@ class LODSLoRA(Prior):
 
     def own_loss(self, z, c, t, noise, generator=None):
         return mse(self.eps_psi(self.model.add_noise(z, noise, t), t), noise)  # Eq. 10
+
+    def target_and_own_loss(self, z_t, t, noise, c, scale):
+        with torch.no_grad():
+            eps_cond = self.model.eps(z_t, t, c.cond)  # LoRA off
+        eps_psi = self.eps_psi(z_t, t)  # grad to the LoRA only
+        return normalized_guided(eps_cond, eps_psi.detach(), scale), mse(eps_psi, noise)  # Eq. 9, Eq. 10
