@@ -124,9 +124,14 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
         checkpoint = run_dir / "checkpoints" / "last.ckpt"
         return cfg, run_dir, checkpoint if checkpoint.is_file() else None
     if finished:
+        where = (
+            "a run with another config (a changed override, or configs changed since); choose another "
+            "hydra.sweep.dir or move the old runs away"
+            if _sweep() is not None
+            else f"a run; resume it with resume={run_dir} or choose another hydra.run.dir"
+        )
         raise RunDirectoryError(
-            f"run directory '{run_dir}' already holds {', '.join(finished)}; refusing to overwrite it. "
-            f"Resume it with resume={run_dir} or choose another hydra.run.dir."
+            f"run directory '{run_dir}' already holds {', '.join(finished)} of {where}; refusing to overwrite it."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
