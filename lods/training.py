@@ -19,7 +19,7 @@ from lods.eval.ground_truth import ground_truth_report, ground_truth_report_3d
 from lods.export import export_assets
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
-from lods.utils.logging import drop_rows_from
+from lods.utils.logging import CSVLogger, drop_rows_from
 from lods.utils.memory import peak_memory_mb, reset_peak_memory
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def _loggers(cfg: DictConfig) -> list:
         return []
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
     for logger in loggers:  # the whole resolved config, so W&B can filter and group runs by any key
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if not isinstance(logger, CSVLogger):  # (its hparams.yaml would repeat config.yaml)
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return loggers
 
 
