@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from lods.toyworld.grammar import CATEGORIES
+from lods.toyworld.metrics import aggregate as aggregate_metrics
 
 # (metrics.json key, column title, format); arrows say which way is better.
 PER_CATEGORY = (("gt/iou", "IoU ↑", "{:.2f}"), ("gt/psnr", "PSNR ↑", "{:.1f}"), ("gt/delta_e", "ΔE ↓", "{:.1f}"))
@@ -78,25 +79,19 @@ def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
     return rows
 
 
-def _mean(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return sum(values) / len(values) if values else math.nan
-
-
 def summarize(rows: list[dict]) -> dict:
-    """{backbone: {prior: {category or "all": {metric: mean over prompts, "count": n}}}}."""
-    grouped: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    """{backbone: {prior: {category or "all": {metric: mean over prompts, "count": n}}}} (means as in
+    :func:`lods.toyworld.metrics.aggregate`: NaN values, e.g. janus_rate without a marker, left out)."""
+    grouped: dict = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        for category in (row["category"], "all"):
-            grouped[row["backbone"]][row["prior"]][category].append(row["metrics"])
-    table: dict = {}
-    for backbone, priors in grouped.items():
-        for prior, categories in priors.items():
-            for category, runs in categories.items():
-                keys = sorted({k for run in runs for k in run})
-                means = {k: _mean([float(run[k]) for run in runs if k in run]) for k in keys}
-                table.setdefault(backbone, {}).setdefault(prior, {})[category] = {**means, "count": len(runs)}
-    return table
+        grouped[row["backbone"]][row["prior"]].append(row)
+    return {
+        backbone: {
+            prior: aggregate_metrics([r["metrics"] for r in runs], [r["category"] for r in runs])
+            for prior, runs in priors.items()
+        }
+        for backbone, priors in grouped.items()
+    }
 
 
 def _prior_rank(name: str) -> tuple[int, float, str]:
@@ -135,7 +130,7 @@ def markdown(table: dict, title: str) -> str:
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for prior in _ordered(priors):
             values = priors[prior]["all"]
-            cells = [str(values["count"])] + [_cell(values, key, fmt) for key, _, fmt in present]
+            cells = [f"{values['count']:.0f}"] + [_cell(values, key, fmt) for key, _, fmt in present]
             lines.append(f"| {prior} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(

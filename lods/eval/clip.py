@@ -126,7 +126,7 @@ def clip_metrics(
 
 def read_run(run_dir: Path) -> torch.Tensor:
     """``images/final_*.png`` of a run as [N, 3, H, W] floats in [0, 1]."""
-    files = sorted((run_dir / "images").glob("final_*.png"))
+    files = sorted((run_dir / "images").glob("final_*.png"), key=lambda f: int(f.stem.split("_")[1]))
     if not files:
         raise FileNotFoundError(f"no images/final_*.png in {run_dir}")
     arrays = [np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f in files]

@@ -229,10 +229,10 @@ def aggregate(
     table = {}
     for category in [*(c for c in grammar.CATEGORIES if c in groups), *sorted(set(groups) - set(grammar.CATEGORIES))]:
         rows = groups[category]
-        keys = [k for k, v in rows[0].items() if isinstance(v, (int, float))]
+        keys = dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, (int, float)))
         means = {}
-        for key in keys:
-            values = [float(r[key]) for r in rows if not math.isnan(float(r[key]))]
+        for key in keys:  # a metric some rows lack is averaged over the rows that have it
+            values = [float(r[key]) for r in rows if key in r and not math.isnan(float(r[key]))]
             means[key] = sum(values) / len(values) if values else math.nan
         table[category] = {**means, "count": float(len(rows))}
     return table
