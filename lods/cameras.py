@@ -159,7 +159,16 @@ def camera_rays(cameras: Cameras) -> tuple[Tensor, Tensor]:
     x_cam = (2 * xx - 1)[None] * tan_half[:, None, None] * aspect
     y_cam = (1 - 2 * yy)[None] * tan_half[:, None, None]
     dirs_cam = torch.stack([x_cam, y_cam, -torch.ones_like(x_cam)], dim=-1)  # [B, H, W, 3]
-    dirs = torch.einsum("bij,bhwj->bhwi", cameras.c2w[:, :3, :3], dirs_cam)
-    dirs = torch.nn.functional.normalize(dirs, dim=-1)
+    # R @ d and its normalisation written out element by element: no reduction whose grouping could depend on
+    # the batch size or the processor's vector width, so a ray is the same bits in any batch and on any CPU
+    # (an einsum here could flip a sub-sample at an object's edge between a batched and a single render).
+    rotation = cameras.c2w[:, None, None, :3, :3]  # [B, 1, 1, 3, 3]
+    dirs = (
+        rotation[..., 0] * dirs_cam[..., :1]
+        + rotation[..., 1] * dirs_cam[..., 1:2]
+        + rotation[..., 2] * dirs_cam[..., 2:]
+    )
+    length = (dirs[..., :1].square() + dirs[..., 1:2].square() + dirs[..., 2:].square()).sqrt()
+    dirs = dirs / length.clamp_min(1e-12)
     origins = cameras.c2w[:, None, None, :3, 3].expand_as(dirs)
     return origins, dirs

@@ -21,6 +21,7 @@ from lods.toyworld.render import (
     render_caption,
     render_scene,
 )
+from tests.tolerances import sum_atol
 
 ODD = 65  # an odd size puts the centre pixel's ray (supersample 1) exactly on the optical axis
 CENTRE = ODD // 2
@@ -232,7 +233,9 @@ def test_batch_equals_one_view_at_a_time():
     batch = render_caption("a checkered orange cone with a blue front", [a for a, _ in views], [e for _, e in views])
     for i, (az, el) in enumerate(views):
         single = render_caption("a checkered orange cone with a blue front", az, el)
-        assert torch.allclose(batch.rgb[i], single.rgb[0], atol=1e-6)
+        # Rays are built element by element (lods.cameras.camera_rays) and traced per ray, so batching changes
+        # nothing before the box filter; that sums 3x3 sub-samples of colours <= 1 (bound: sum_atol(9, 1.0)).
+        torch.testing.assert_close(batch.rgb[i], single.rgb[0], rtol=0, atol=sum_atol(9, 1.0))
 
 
 def test_eval_views():
