@@ -1,0 +1,133 @@
+"""Does the prior follow its view words? Its own samples per view suffix, against the ground truth seen from there.
+
+For each category, a fixed set of scenes is sampled once per view word ("<caption>, front view", ... side,
+back, overhead) with DDIM. Each sample is scored twice against its scene's ground truth: at the best view
+*within* the named range (as every toyworld metric does) and at the best view *anywhere* around the scene.
+The gap between the two PSNRs says whether the sample shows the scene from where the caption asked:
+
+- ``view_gap``: PSNR at the best view anywhere minus PSNR at the best view in range (dB, >= 0). Zero when
+  the sample looks like the named view at least as much as like any other; large when it shows another
+  side, e.g. the front of a sphere in front of a wall for "back view". A scene that looks the same from
+  everywhere (a plain sphere on its own) gives zero whatever the sample shows: it cannot be told.
+- ``view_accuracy``: share of samples whose gap is below ``GAP_DB`` (0.5 dB).
+- ``psnr``, ``iou``: at the best view in range, as in the model card's sample-quality table.
+
+    python -m lods.toyworld.view_check                         # the shipped prior
+    python -m lods.toyworld.view_check --model DIR --per-category 6 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from lods.toyworld import grammar
+from lods.toyworld.evaluate import best_view, sample
+from lods.toyworld.metrics import image_metrics
+
+VIEW_WORDS = ("front", "side", "back", "overhead")
+GAP_DB = 0.5
+
+
+def view_check_captions(per_category: int, seed: int = 4321) -> list[tuple[str, str]]:
+    """(category, caption without suffix): a fixed, seeded set of ``per_category`` scenes per category."""
+    return [
+        (category, caption)
+        for i, category in enumerate(grammar.CATEGORIES)
+        for caption in grammar.sample_captions(per_category, seed + i, category)
+    ]
+
+
+def score_view(image: torch.Tensor, caption: str, view: str) -> dict[str, float]:
+    """Metrics of one sample [3, H, W] for ``caption`` at the named view, and its gap to the best view anywhere."""
+    in_range, (azimuth, elevation) = best_view(image, grammar.with_view_suffix(caption, view))
+    anywhere, _ = best_view(image, caption)
+    metrics = image_metrics(image[None], in_range)
+    best_psnr = image_metrics(image[None], anywhere)["psnr"]
+    gap = max(0.0, best_psnr - metrics["psnr"])
+    return {
+        "psnr": metrics["psnr"],
+        "iou": metrics["iou"],
+        "view_gap": gap,
+        "view_correct": float(gap < GAP_DB),
+        "azimuth": azimuth,
+        "elevation": elevation,
+    }
+
+
+@torch.no_grad()
+def evaluate_view_words(
+    model, per_category: int = 4, seed: int = 0, num_steps: int = 50, guidance_scale: float = 7.5
+) -> dict:
+    """Per caption and view word, then per (category, view word): psnr, iou, view_gap, view_accuracy."""
+    scenes = view_check_captions(per_category)
+    rows = []
+    for v, view in enumerate(VIEW_WORDS):
+        captions = [grammar.with_view_suffix(caption, view) for _, caption in scenes]
+        images = sample(model, captions, num_steps=num_steps, guidance_scale=guidance_scale, seed=seed + v)
+        for (category, caption), image in zip(scenes, images):
+            rows.append(
+                {"category": category, "caption": caption, "view": view, **score_view(image.cpu(), caption, view)}
+            )
+    return {"per_caption": rows, "table": view_table(rows)}
+
+
+def view_table(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """category (and "all") -> view word -> mean psnr, iou, view_gap, view_accuracy and count."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for category in (*grammar.CATEGORIES, "all"):
+        for view in VIEW_WORDS:
+            picked = [r for r in rows if r["view"] == view and category in (r["category"], "all")]
+            if not picked:
+                continue
+            n = len(picked)
+            table.setdefault(category, {})[view] = {
+                "psnr": sum(r["psnr"] for r in picked) / n,
+                "iou": sum(r["iou"] for r in picked) / n,
+                "view_gap": sum(r["view_gap"] for r in picked) / n,
+                "view_accuracy": sum(r["view_correct"] for r in picked) / n,
+                "count": float(n),
+            }
+    return table
+
+
+def markdown(table: dict) -> str:
+    """One row per category, view words as column groups: 'accuracy / gap dB / PSNR'."""
+    header = "| category | " + " | ".join(f"{v} view: acc. / gap dB / PSNR" for v in VIEW_WORDS) + " |\n"
+    lines = [header + "|---|" + "---|" * len(VIEW_WORDS)]
+    for category, views in table.items():
+        cells = []
+        for view in VIEW_WORDS:
+            m = views.get(view)
+            cells.append("–" if m is None else f"{m['view_accuracy']:.2f} / {m['view_gap']:.1f} / {m['psnr']:.1f}")
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from lods.toyworld.model import PRIOR_DIR, load_prior
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=PRIOR_DIR)
+    parser.add_argument("--per-category", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.per_category < 1:
+        raise SystemExit(f"--per-category must be at least 1, got {args.per_category}")
+    model = load_prior(str(args.model), device="cpu")
+    result = evaluate_view_words(model, args.per_category, args.seed, args.steps, args.guidance)
+    print(markdown(result["table"]))
+    if args.json:
+        record = {**result, "steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
