@@ -14,7 +14,13 @@ log = logging.getLogger(__name__)
 def ground_truth_report(model: DiffusionModel, prompt: str, images: Tensor) -> tuple[dict, Tensor] | None:
     """(metrics prefixed ``gt/``, matched ground-truth renders) for a toyworld run, else ``None``.
 
-    The prompt names the scene and, through its view suffix, the range of views to compare with.
+    The prompt names the scene and, through its view suffix, the range of views to compare with. ``images``
+    [N, 3, H, W] are the run's N results (particles); numeric metrics are their means. ``gt/matched`` lists
+    the full caption of the scene each result was scored against. For an open caption (a set of scenes,
+    ``lods.toyworld.grammar``) each result is scored against the member and view it matches best, and
+    ``gt/set_size`` and the diversity of the N results are added (``gt/distinct_scenes``,
+    ``gt/attribute_entropy``, ``gt/entropy/<attribute>``, ``gt/validity@0.5``...: see
+    ``lods.toyworld.metrics.diversity``). Loggers take the float entries; metrics.json takes all.
     """
     from lods.toyworld.model import is_toyworld
 
@@ -37,7 +43,9 @@ def ground_truth_report_3d(
 
     ``images`` [V, 3, H, W] and ``alpha`` [V, 1, H, W] (for the floater metric) are the run's renders of
     ``task.eval_cameras()``. Metrics are the means over the views (``lods.toyworld.metrics.caption_metrics``,
-    including the Janus rate).
+    including the Janus rate); ``gt/matched`` is the full caption of the scene scored against. For an open
+    caption that is the one member of its set that matches the renders best over all the views together
+    (least mean squared error), and ``gt/set_size`` is the size of the set.
     """
     from lods.toyworld.model import is_toyworld
 
@@ -58,11 +66,14 @@ def ground_truth_report_3d(
         return None
     caption = grammar.strip_view_suffix(task.prompt)
     try:
-        scene = grammar.parse_caption(caption)
+        spec = grammar.parse_open_caption(caption)
     except ValueError as err:
         log.warning("no ground-truth metrics: %s", err)
         return None
     metrics = caption_metrics(caption, images.float().cpu(), task.eval_views(), alpha)
     metrics["views"] = len(images)
+    if spec.is_open:
+        metrics["set_size"] = grammar.count_consistent(spec)
+    scene = grammar.parse_caption(str(metrics["matched"]))
     references = render_scene(scene, task.eval_cameras().to("cpu")).rgb
     return {f"gt/{k}": v for k, v in metrics.items()}, references

@@ -9,12 +9,15 @@ is ``pred_alpha > 0.5`` when the result has an alpha channel; without one it is 
 a pixel is foreground when some channel differs from ``render.BACKGROUND`` by more than
 FOREGROUND_THRESHOLD (every lit toyworld surface differs by >= 0.09, see ``render``). For IoU the
 ground-truth mask is then recovered from ``gt.rgb`` by the same rule, so that like is compared with like.
+
+Open captions name sets of scenes: a result is scored against the member it matches best (``evaluate``),
+and several results of one open caption are also scored for :func:`diversity`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import torch
@@ -32,6 +35,7 @@ JANUS_VISIBLE = 0.05  # marker fraction of the object silhouette that counts as 
 JANUS_MISSING = 0.5  # a visible marker is "missing" when the result shows less than this share of it
 JANUS_MARKER_DELTA_E = 20.0  # a result pixel is marker-coloured when nearest to a marker shade and this close
 _SHADES = torch.linspace(0.2, 1.0, 17)  # brightness factors spanned when matching a pixel to an albedo
+VALIDITY_IOU = 0.5  # a result of an open caption is "valid" when its best match reaches this IoU (diversity)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -194,19 +198,77 @@ def caption_metrics(
     pred_alpha: Tensor | None = None,
 ) -> dict[str, float | str]:
     """Render the caption's ground truth at ``views`` ((azimuth, elevation) pairs, one per result image
-    [V, 3, H, W]) and score the result: image_metrics plus janus_rate (NaN without a front marker) and
-    the caption's category."""
+    [V, 3, H, W]) and score the result: image_metrics plus janus_rate (NaN without a front marker), the
+    caption's category and ``matched``, the full caption of the scene scored against. An open caption is
+    scored against the one member of its set that matches the result best over all the views
+    (``lods.toyworld.evaluate.best_scene_3d``: least mean squared error)."""
     if pred_rgb_per_view.shape[0] != len(views):
         raise ValueError(f"{pred_rgb_per_view.shape[0]} result images for {len(views)} views")
     height, width = pred_rgb_per_view.shape[-2:]
     if height != width:
         raise ValueError(f"toyworld renders square images; got {height}x{width}")
-    scene = grammar.parse_caption(caption)
+    if grammar.is_open(grammar.strip_view_suffix(caption)):
+        from lods.toyworld.evaluate import best_scene_3d  # (evaluate imports this module)
+
+        scene = best_scene_3d(pred_rgb_per_view, caption, views)
+    else:
+        scene = grammar.parse_caption(caption)
     gt = render.render_scene(scene, render.eval_cameras(height, views))
     metrics: dict[str, float | str] = dict(image_metrics(pred_rgb_per_view, gt, pred_alpha))
     metrics["janus_rate"] = janus_rate(pred_rgb_per_view, gt, scene)
     metrics["category"] = scene.category
+    metrics["matched"] = grammar.scene_caption(scene)
     return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Diversity of several results of one open caption.
+
+
+def entropy_bits(values: Sequence) -> float:
+    """Shannon entropy (bits) of the empirical distribution of ``values`` (hashable); 0 for fewer than two."""
+    counts = Counter(values)
+    total = sum(counts.values())
+    return 0.0 - sum(c / total * math.log2(c / total) for c in counts.values())  # 0.0 - : never -0.0
+
+
+def diversity(
+    matched: Sequence[grammar.Scene], caption: str | grammar.OpenScene, ious: Sequence[float] | None = None
+) -> dict[str, float]:
+    """Diversity of K results of one open caption from the scenes they matched (one per result, K >= 1).
+
+    distinct_scenes        number of distinct matched scenes (a float, so that loggers take it).
+    attribute_entropy      entropy (bits) of the matched scenes' open attributes taken together (the
+                           members of the set are exactly the joint values of its open attributes);
+    attribute_entropy_max  its maximum, log2 of the set's size. K results reach at most log2 K.
+    entropy/<attribute>    entropy (bits) of one open attribute (names: grammar.scene_attributes, e.g.
+    entropy_max/<attribute>  "colour", "front", "floor.surface", "2.shape") and log2 of the number of values
+                           it takes across the set.
+    validity@<VALIDITY_IOU>  share of results whose best match reaches IoU >= VALIDITY_IOU (with ``ious``,
+                           the results' IoUs against their matches).
+    Every result counts, valid or not. A fully specified caption has no open attribute: only the first
+    three (1 distinct scene, 0 bits of 0) and validity.
+    """
+    if not matched:
+        raise ValueError("diversity of no results")
+    spec = caption if isinstance(caption, grammar.OpenScene) else grammar.parse_open_caption(caption)
+    for scene in matched:
+        if not grammar.is_consistent(scene, spec):
+            raise ValueError(f"{grammar.scene_caption(scene)!r} is not a member of {grammar.open_caption(spec)!r}")
+    out = {
+        "distinct_scenes": float(len(set(matched))),
+        "attribute_entropy": entropy_bits(matched),
+        "attribute_entropy_max": math.log2(grammar.count_consistent(spec)),
+    }
+    attributes = [grammar.scene_attributes(scene) for scene in matched]
+    for name, values in grammar.open_attributes(spec).items():
+        out[f"entropy/{name}"] = entropy_bits([a[name] for a in attributes])
+        out[f"entropy_max/{name}"] = math.log2(len(values))
+    if ious is not None:
+        if len(ious) != len(matched):
+            raise ValueError(f"{len(ious)} IoUs for {len(matched)} results")
+        out[f"validity@{VALIDITY_IOU:g}"] = sum(iou >= VALIDITY_IOU for iou in ious) / len(ious)
+    return out
 
 
 def aggregate(
