@@ -4,7 +4,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-fast lint format train bench bench-mini bench-full bench-perf toyworld-prior toyworld-card clean
+.PHONY: help install test test-fast lint format train bench bench-mini bench-full bench-perf bench-fullscale gpu-wheels gpu-check toyworld-prior toyworld-card clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,15 @@ format:  ## rewrite the code in the house style
 
 train:  ## one default run (override with ARGS="prior=lods_lora prompt='a red cube'")
 	$(PYTHON) train.py $(ARGS)
+
+bench-fullscale:  ## every prior x backbone on full-size SD 2.1-base (random weights): s/step + peak memory -> bench/fullscale/ (ARGS="--device cuda")
+	$(PYTHON) -m lods.eval.fullscale $(ARGS)
+
+gpu-wheels:  ## download (PyPI) the wheels gpu-check installs on a CUDA machine without internet -> .whl/ (~25 MiB)
+	PYTHON=$(PYTHON) bash scripts/gpu_wheels.sh
+
+gpu-check:  ## on a CUDA machine (~8 min): gsplat build, pytest -m cuda, open_clip tests, fullscale fp16 -> bench/gpu_check/
+	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
 
 toyworld-prior:  ## retrain the toyworld prior from scratch into lods/models/toyworld (~1 h on 2 CPU cores; git keeps the old), then its card
 	$(PYTHON) -m lods.toyworld.prior

@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
+from lods.runs import read_config, read_metrics
 from lods.toyworld.grammar import CATEGORIES
 from lods.toyworld.metrics import aggregate as aggregate_metrics
 
@@ -55,14 +56,14 @@ def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
     rows = []
     for metrics_file in sorted(sweep_dir.rglob("metrics.json"), key=lambda p: str(p)):
         run_dir = metrics_file.parent
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_metrics(run_dir)
         choices = {}
         hydra_file = run_dir / ".hydra" / "hydra.yaml"
         if hydra_file.is_file():
             choices = OmegaConf.to_container(OmegaConf.load(hydra_file).hydra.runtime.choices)
         prior = choices.get("prior") or metrics.get("prior")
         if by:
-            prior = f"{prior} @ {OmegaConf.select(OmegaConf.load(run_dir / 'config.yaml'), by)}"
+            prior = f"{prior} @ {OmegaConf.select(read_config(run_dir), by)}"
         rows.append(
             {
                 "run_dir": os.path.relpath(run_dir),

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    from lods.training import load_system
+    from lods.runs import load_system
 
     system, step = load_system(args.run_dir)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"export-step{step:06d}"

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import lods.config  # noqa: F401  (registers the config resolvers)
 from lods.eval.ground_truth import ground_truth_report, ground_truth_report_3d
 from lods.export import export_assets
+from lods.runs import CHECKPOINT, CONFIG_FILE, RESULT_FILE, RunDirectoryError, build_system, last_checkpoint
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
 from lods.utils.logging import CSVLogger, drop_rows_from
@@ -24,11 +25,7 @@ from lods.utils.memory import peak_memory_mb, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "metrics.json"
-
-
-class RunDirectoryError(RuntimeError):
-    """A run would overwrite finished work, or a resume has nothing to resume."""
+__all__ = ["RunDirectoryError", "RunInterruptedError", "objective_value", "run_quietly", "train"]
 
 
 class RunInterruptedError(RuntimeError):
@@ -100,16 +97,15 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
     """(config to run, its directory, checkpoint to resume from)."""
     if cfg.get("resume"):
         run_dir = Path(cfg.resume).expanduser().resolve()
-        saved = run_dir / "config.yaml"
+        saved = run_dir / CONFIG_FILE
         if not saved.is_file():
             raise RunDirectoryError(
                 f"cannot resume '{cfg.resume}': it has no config.yaml (is it a lods run directory?)"
             )
-        checkpoint = run_dir / "checkpoints" / "last.ckpt"
         run_cfg = OmegaConf.load(saved)
         with open_dict(run_cfg):
             run_cfg.resume = str(run_dir)
-        return run_cfg, run_dir, checkpoint if checkpoint.is_file() else None
+        return run_cfg, run_dir, last_checkpoint(run_dir)
     run_dir = Path(cfg.run_dir).resolve()
     if cfg.get("prompt_list"):  # the saved config names the prompt itself (a resume needs no list)
         from lods.prompts import prompt_at
@@ -119,11 +115,10 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
     _group_multirun(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     finished = [p.name for p in (run_dir / RESULT_FILE, run_dir / "checkpoints") if p.exists()]
-    if finished and _sweep() is not None and _same_run(run_dir / "config.yaml", resolved):
+    if finished and _sweep() is not None and _same_run(run_dir / CONFIG_FILE, resolved):
         # A relaunched sweep (a killed `make bench`, a job SLURM requeued) continues its own jobs.
         log.info("continuing the run in %s (same config)", run_dir)
-        checkpoint = run_dir / "checkpoints" / "last.ckpt"
-        return cfg, run_dir, checkpoint if checkpoint.is_file() else None
+        return cfg, run_dir, last_checkpoint(run_dir)
     if finished:
         where = (
             "a run with another config (a changed override, or configs changed since); choose another "
@@ -135,7 +130,7 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
             f"run directory '{run_dir}' already holds {', '.join(finished)} of {where}; refusing to overwrite it."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create(resolved), run_dir / CONFIG_FILE)
     return cfg, run_dir, None
 
 
@@ -146,54 +141,41 @@ def _interrupted(trainer, cfg: DictConfig, run_dir: Path) -> RunInterruptedError
     )
 
 
-def build_system(cfg: DictConfig, run_dir: Path | None = None) -> ScoreDistillationSystem:
-    """The LightningModule a config describes (model, prior, backbone, task, schedules)."""
-    return ScoreDistillationSystem(
-        model=instantiate(cfg.model),
-        prior=instantiate(cfg.prior),
-        backbone=instantiate(cfg.backbone),
-        task=instantiate(cfg.task),
-        cfg_schedule=instantiate(cfg.cfg_schedule),
-        optimizer=instantiate(cfg.optimizer),
-        max_steps=cfg.trainer.max_steps,
-        seed=cfg.seed,
-        image_every=cfg.image_every,
-        run_dir=run_dir,
-        profile=cfg.get("profile", False),
-    )
-
-
-def load_system(run_dir: str | Path) -> tuple[ScoreDistillationSystem, int]:
-    """A run's system restored from its last checkpoint, and that checkpoint's step."""
-    run_dir = Path(run_dir).expanduser().resolve()
-    saved, checkpoint = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
-    for path in (saved, checkpoint):
-        if not path.is_file():
-            raise RunDirectoryError(f"'{run_dir}' has no {path.relative_to(run_dir)}: is it a lods run directory?")
-    system = build_system(OmegaConf.load(saved), run_dir)
-    state = torch.load(checkpoint, map_location=system.model.device, weights_only=False)
-    system.on_load_checkpoint(state)
-    system.load_state_dict(state["state_dict"])
-    system.eval()
-    return system, int(state["global_step"])
-
-
 def _clip_report(cfg: DictConfig, system: ScoreDistillationSystem, images: torch.Tensor) -> dict:
-    """CLIP score and CLIP-IQA of the final images when CLIP weights are configured (eval.clip / $LODS_CLIP)."""
-    source = OmegaConf.select(cfg, "eval.clip")
-    if not source:
+    """CLIP metrics of the final images where CLIP weights are configured: clip/* (eval.clip / $LODS_CLIP, through
+    transformers) and open_clip/* (eval.open_clip / $LODS_OPEN_CLIP; R-precision over eval.r_precision_captions)."""
+    source, spec = OmegaConf.select(cfg, "eval.clip"), OmegaConf.select(cfg, "eval.open_clip")
+    if not source and not spec:
         from lods.toyworld.model import is_toyworld
 
         # Real checkpoints are where CLIP metrics matter: say why there are none (not for toyworld or tiny).
         if not is_toyworld(system.model) and not str(system.model.name).startswith("tiny("):
-            log.info("CLIP metrics skipped: no CLIP weights configured (eval.clip=<folder> or LODS_CLIP=<folder>)")
+            log.info(
+                "CLIP metrics skipped: no CLIP weights configured (eval.clip=<folder> or LODS_CLIP=<folder>, "
+                "eval.open_clip=<architecture>:<weights> or LODS_OPEN_CLIP)"
+            )
         return {}
-    from lods.eval.clip import clip_metrics
+    from lods.eval.clip import clip_metrics, open_clip_metrics
 
-    metrics, reason = clip_metrics(images, system.task.prompt, source)
-    if metrics is None:
-        log.warning("CLIP metrics skipped: %s", reason)
-    return metrics or {}
+    out = {}
+    if source:
+        metrics, reason = clip_metrics(images, system.task.prompt, source)
+        if metrics is None:
+            log.warning("CLIP metrics skipped: %s", reason)
+        out.update(metrics or {})
+    if spec:
+        from lods.prompts import prompt_list
+
+        name, captions = OmegaConf.select(cfg, "eval.r_precision_captions"), []
+        try:
+            captions = prompt_list(name) if name else []
+        except (FileNotFoundError, ValueError) as error:  # e.g. a T3Bench list without T3BENCH_ROOT
+            log.warning("open_clip/r_precision skipped: %s", error)
+        metrics, reason = open_clip_metrics(images, system.task.prompt, spec, captions)
+        if metrics is None:
+            log.warning("open_clip metrics skipped: %s", reason)
+        out.update(metrics or {})
+    return out
 
 
 def train(cfg: DictConfig) -> dict:
@@ -214,6 +196,8 @@ def train(cfg: DictConfig) -> dict:
     reset_peak_memory(device)
     system = build_system(cfg, run_dir)
     model = system.model
+    if model.random_weights:
+        log.warning("model %s: untrained weights; this run measures time and memory, not quality", model.name)
     checkpointing = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="step{step:06d}",
@@ -240,7 +224,7 @@ def train(cfg: DictConfig) -> dict:
                 raise _interrupted(trainer, cfg, run_dir) from exit_
         if trainer.interrupted or trainer.global_step < cfg.trainer.max_steps:
             raise _interrupted(trainer, cfg, run_dir)
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # the final state (exports redo from it)
+        trainer.save_checkpoint(run_dir / CHECKPOINT)  # the final state (exports redo from it)
 
         if system.task.dims == 3:  # one render of the evaluation views gives the images and their opacity
             evaluation = system.backbone.evaluate(system.task.eval_cameras())
@@ -274,6 +258,8 @@ def train(cfg: DictConfig) -> dict:
             logger.log_metrics({**clip, **cost}, step=trainer.global_step)
         metrics = {
             "steps": int(trainer.global_step),
+            "model": model.name,
+            "model/random_weights": model.random_weights,  # true: an untrained architecture, its outputs are noise
             **cost,
             **{k: float(v) for k, v in trainer.callback_metrics.items()},
             **system.task.describe(),
@@ -285,8 +271,29 @@ def train(cfg: DictConfig) -> dict:
             **clip,
         }
         result_file.write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("finished: %s", run_dir)
+    if model.random_weights:
+        log.warning(
+            "finished: %s, with %s: its images and scores are noise (time and memory only)", run_dir, model.name
+        )
+    else:
+        log.info("finished: %s", run_dir)
     return metrics
+
+
+def run_quietly(overrides: list[str], steps: int, run_dir: str | Path, accelerator: str = "cpu") -> dict:
+    """Compose ``train.py <overrides>`` for ``steps`` steps and run it in-process without loggers, progress bar or
+    intermediate images (benchmarks); returns its metrics.json. ``accelerator``: Lightning's (cpu, gpu, auto)."""
+    from lods.config import compose_config
+
+    quiet = [
+        "logger=none",
+        f"trainer.max_steps={steps}",
+        f"trainer.accelerator={accelerator}",
+        "+trainer.enable_progress_bar=false",
+        f"checkpoint_every={steps}",
+        "image_every=0",
+    ]
+    return train(compose_config([*quiet, *overrides], run_dir=str(run_dir)))
 
 
 def objective_value(cfg: DictConfig, metrics: dict) -> float | None:

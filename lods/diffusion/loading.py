@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from lods.diffusion.model import DiffusionModel
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+WEIGHTS = ("pretrained", "random")
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -73,12 +75,30 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     revision: str | None = None,
     variant: str | None = None,
+    weights: str = "pretrained",
+    architecture: str | None = None,
+    seed: int = 0,
 ) -> DiffusionModel:
     """Load the U-Net, VAE, text encoder, tokenizer and noise schedule of an SD-format pipeline.
 
     ``path`` is a local folder (``model_index.json`` and component subfolders) or a hub id such as
     ``stabilityai/stable-diffusion-2-1-base`` (from the local cache, or downloaded when online).
+    ``weights="random"`` loads nothing: it builds ``architecture`` (``sd15``, ``sd21_base``, ``sd21``) at full
+    size with random weights seeded by ``seed`` (:mod:`lods.diffusion.architectures`), for measuring time and
+    memory where the weights cannot be had.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown model.weights '{weights}'; choose one of: {', '.join(WEIGHTS)}")
+    if weights == "random":
+        from lods.diffusion.architectures import ARCHITECTURES, build_random_model
+
+        if architecture is None:
+            raise ValueError(
+                f"model.weights=random needs model.architecture (the model '{path}' names none); "
+                f"choose one of: {', '.join(ARCHITECTURES)}"
+            )
+        return build_random_model(architecture, seed=seed, device=device, dtype=dtype)
+
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
@@ -105,6 +125,8 @@ def load_model(
     except (OSError, ValueError) as err:  # hub errors subclass OSError
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise _not_found(path, first_line) from err
+    index = Path(source) / "model_index.json"
+    random_weights = index.is_file() and bool(json.loads(index.read_text()).get("_lods_random_weights"))
     return DiffusionModel(
         unet,
         vae,
@@ -113,7 +135,8 @@ def load_model(
         alphas_cumprod=scheduler.alphas_cumprod,
         prediction_type=scheduler.config.prediction_type,
         scheduler_config=dict(scheduler.config),
-        name=path,
+        name=f"{path} (random weights)" if random_weights else path,
         device=device,
         dtype=torch_dtype,
+        random_weights=random_weights,
     )

@@ -45,6 +45,7 @@ class DiffusionModel:
         name: str = "model",
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        random_weights: bool = False,
     ):
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction_type '{prediction_type}'; choose one of: epsilon, v_prediction")
@@ -52,6 +53,7 @@ class DiffusionModel:
         self.prediction_type = prediction_type
         self.scheduler_config = dict(scheduler_config or {})
         self.name = name
+        self.random_weights = random_weights  # an architecture with untrained weights: outputs are noise
         self.dtype = dtype
         for module in (unet, vae, text_encoder):
             module.requires_grad_(False)
@@ -291,5 +293,7 @@ class DiffusionModel:
             "unet": ["diffusers", "UNet2DConditionModel"],
             "vae": ["diffusers", "AutoencoderKL"],
         }
+        if self.random_weights:  # load_model keeps the label of an untrained architecture
+            index["_lods_random_weights"] = True
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         return folder

@@ -22,10 +22,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lods.eval.runs import run_quietly
 from lods.toyworld import grammar
 from lods.toyworld.evaluate import METRIC_KEYS, evaluation_captions
 from lods.toyworld.render import default_cameras, render_scene
+from lods.training import run_quietly
 from lods.utils.images import save_grid
 
 GENERATION_PRIORS = ("sds", "sds_ref", "lods_embedding", "lods_lora", "vsd", "sdi")

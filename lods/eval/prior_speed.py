@@ -24,24 +24,40 @@ from rich.table import Table
 
 PRIORS = ("sds", "sds_ref", "lods_embedding", "lods_lora", "vsd", "sdi", "dds")
 SPLIT = ("render", "encode", "unet", "prior_other", "losses", "backward", "update")
+KEEP = ("seconds_per_step", "unet_calls_per_step", "peak_memory_mb", "model", "model/random_weights")
+
+
+def configuration(prior: str, backbone: str = "image") -> list[str] | None:
+    """The overrides that run ``prior`` on ``backbone``: DDS on the editing task (2D only: None elsewhere), the
+    others on text-to-image or text-to-3D (3D without the end-of-run exports)."""
+    if prior == "dds":
+        return ["task=image_editing", "backbone.init=source"] if backbone == "image" else None
+    if backbone == "image":
+        return []
+    return [f"backbone={backbone}", "export.frames=0", "export.assets=false"]
+
+
+def measure_one(
+    prior: str, steps: int, overrides: list[str], backbone: str, run_dir: str | Path, accelerator: str = "cpu"
+) -> dict:
+    """One prior's seconds per step, its split (``time/<section>``), U-Net passes per step and peak memory,
+    measured by a quiet ``train()`` of ``steps`` steps with ``profile=true``."""
+    from lods.training import run_quietly
+
+    task = configuration(prior, backbone)
+    if task is None:
+        raise ValueError(f"prior '{prior}' does not run on backbone '{backbone}' (DDS edits 2D images: backbone=image)")
+    metrics = run_quietly([f"prior={prior}", "profile=true", *task, *overrides], steps, run_dir, accelerator)
+    return {k: v for k, v in metrics.items() if k in KEEP or k.startswith("time/")}
 
 
 def measure(steps: int, overrides: list[str], priors=PRIORS, backbone: str = "image") -> dict[str, dict]:
-    """Each prior's seconds per step, its split (``time/<section>``), U-Net passes per step and peak memory
-    (editing task for DDS, text-to-image/3D for the others)."""
-    from lods.eval.runs import run_quietly
-
+    """:func:`measure_one` for each prior that runs on ``backbone``, in this process, on the CPU."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for prior in priors:
-            if backbone != "image" and prior == "dds":
-                continue
-            task = ["task=image_editing", "backbone.init=source"] if prior == "dds" else []
-            if backbone != "image":
-                task = [f"backbone={backbone}", "export.frames=0", "export.assets=false"]
-            metrics = run_quietly([f"prior={prior}", "profile=true", *task, *overrides], steps, f"{tmp}/{prior}")
-            keep = ("seconds_per_step", "unet_calls_per_step", "peak_memory_mb")
-            results[prior] = {k: v for k, v in metrics.items() if k in keep or k.startswith("time/")}
+            if configuration(prior, backbone) is not None:
+                results[prior] = measure_one(prior, steps, overrides, backbone, f"{tmp}/{prior}")
     return results
 
 
