@@ -109,6 +109,11 @@ class Architecture:
         return {**SCHEDULE, **self.scheduler, "prediction_type": self.prediction_type}
 
 
+# SD 2.x U-Nets: OpenCLIP ViT-H/14 context, per-level head dims, linear projections in the transformers.
+SD2_UNET = dict(UNET, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True)
+# The inference scheduler that SD 1.5 and 2.1-base ship (scheduler_config.json; training uses SCHEDULE).
+PNDM = dict(_class_name="PNDMScheduler", skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, clip_sample=False)
+
 ARCHITECTURES = {
     "sd15": Architecture(
         name="sd15",
@@ -118,9 +123,7 @@ ARCHITECTURES = {
         text_encoder=CLIP_VIT_L14,
         unet=dict(UNET, cross_attention_dim=768, attention_head_dim=8, use_linear_projection=False),
         pad_token="<|endoftext|>",
-        scheduler=dict(
-            _class_name="PNDMScheduler", skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, clip_sample=False
-        ),
+        scheduler=PNDM,
     ),
     "sd21_base": Architecture(
         name="sd21_base",
@@ -128,17 +131,9 @@ ARCHITECTURES = {
         image_size=512,
         prediction_type="epsilon",
         text_encoder=OPENCLIP_VIT_H14,
-        unet=dict(
-            UNET,
-            cross_attention_dim=1024,
-            attention_head_dim=(5, 10, 20, 20),
-            use_linear_projection=True,
-            upcast_attention=False,
-        ),
+        unet=dict(SD2_UNET, upcast_attention=False),
         pad_token="!",
-        scheduler=dict(
-            _class_name="PNDMScheduler", skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, clip_sample=False
-        ),
+        scheduler=PNDM,
     ),
     "sd21": Architecture(
         name="sd21",
@@ -146,13 +141,7 @@ ARCHITECTURES = {
         image_size=768,
         prediction_type="v_prediction",
         text_encoder=OPENCLIP_VIT_H14,
-        unet=dict(
-            UNET,
-            cross_attention_dim=1024,
-            attention_head_dim=(5, 10, 20, 20),
-            use_linear_projection=True,
-            upcast_attention=True,  # the 768 model's attention overflows in fp16 without it
-        ),
+        unet=dict(SD2_UNET, upcast_attention=True),  # the 768 model's attention overflows in fp16 without it
         pad_token="!",
         scheduler=dict(_class_name="DDIMScheduler", set_alpha_to_one=False, steps_offset=1, clip_sample=False),
     ),
