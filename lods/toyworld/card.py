@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 
-from lods.toyworld.evaluate import METRIC_KEYS, evaluate_prior, markdown_table
+from lods.toyworld import view_check
+from lods.toyworld.evaluate import METRIC_KEYS, OPEN_KEYS, evaluate_open, evaluate_prior, markdown_table
 from lods.toyworld.model import PRIOR_DIR, load_prior
 from lods.utils.images import save_grid
 
 EVAL_STEPS, EVAL_GUIDANCE, PER_CATEGORY = 50, 7.5, 8
+OPEN_PER_CATEGORY, OPEN_SAMPLES = 4, 8  # open captions per category, DDIM samples of each (mode coverage)
+VIEW_PER_CATEGORY = 4  # scenes per category, each sampled once per view word
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -33,12 +37,24 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.perf_counter()
     result = evaluate_prior(model, args.per_category, num_steps=EVAL_STEPS, guidance_scale=EVAL_GUIDANCE)
     seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    open_result = evaluate_open(
+        model, OPEN_PER_CATEGORY, OPEN_SAMPLES, num_steps=EVAL_STEPS, guidance_scale=EVAL_GUIDANCE
+    )
+    open_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    views = view_check.evaluate_view_words(model, VIEW_PER_CATEGORY, 0, EVAL_STEPS, EVAL_GUIDANCE)
+    view_seconds = time.perf_counter() - started
     save_grid(result["images"], args.model / "samples.png", columns=args.per_category)
     evaluation = {
         "sampler": f"DDIM, {EVAL_STEPS} steps, eta 0, CFG {EVAL_GUIDANCE}",
         "per_category": result["per_category"],
         "per_caption": result["per_caption"],
         "seconds": round(seconds, 1),
+        "open": {**open_result, "per_category_captions": OPEN_PER_CATEGORY, "samples_per_caption": OPEN_SAMPLES},
+        "open_seconds": round(open_seconds, 1),
+        "view_words": {**views, "per_category": VIEW_PER_CATEGORY},
+        "view_seconds": round(view_seconds, 1),
     }
     (args.model / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     write_card(args.model, model, evaluation, args.per_category)
@@ -74,7 +90,7 @@ or any diffusers SD-format loader.
 ## Data and training
 - {training["views"]} renders of {training["scenes"]} scenes (the three categories in equal shares), random
   cameras (full azimuth circle, elevation -10..80 degrees), captions with DreamFusion view suffixes by the
-  thresholds of `lods.cameras.view_direction`; 20% of captions drop the suffix ("any view"), 10% are empty.
+  thresholds of `lods.cameras.view_direction`. {_caption_mix(training)}
 - VAE {training["vae_steps"]} steps, then text encoder + U-Net {training["diffusion_steps"]} steps (EMA of the
   U-Net ships); seed {training["seed"]}.
 - Wall time: {training["wall_seconds_this_invocation"] / 60:.0f} min ({training["wall_seconds_this_invocation"]} s, all
@@ -91,7 +107,7 @@ Metrics: {", ".join(METRIC_KEYS)} (PSNR in dB; IoU of foreground masks; CIE76 de
 foreground; saturation bias = result minus ground truth; floater mass = opacity outside the dilated
 silhouette). The samples are in `samples.png` (one row per category), every number in `evaluation.json`.
 
-## Floors checked by the tests
+{_open_section(evaluation)}{_view_section(evaluation)}## Floors checked by the tests
 `tests/toyworld/test_prior_quality.py` samples 9 other seeded captions (3 per category) the same way and
 requires mean IoU >= 0.65, PSNR >= 15 dB, SSIM >= 0.70 and single-object IoU >= 0.75 (measured when these
 weights were committed: 0.756, 18.1 dB, 0.80, 0.887), and that scoring the samples against the wrong
@@ -100,6 +116,57 @@ captions costs more than 2 dB.
 ## Limits
 Trained for about an hour on CPU: it knows the toyworld's colours and shapes far better than its
 compositions; read the table above before trusting a category.
+"""
+
+
+def _caption_mix(training: dict) -> str:
+    """How training captions were varied (older trainings recorded no open share: they had none)."""
+    view = training.get("view_dropout", 0.2)
+    empty = training.get("caption_dropout", 0.1)
+    share = training.get("open_share", 0.0)
+    opened = (
+        f"{share:.0%} of captions are open variants of the view's caption (each said attribute dropped with "
+        f"probability {training.get('open_drop_prob', 0.0):g}: the caption then names a set of scenes, "
+        "`lods.toyworld.grammar`); "
+        if share
+        else "Every caption names its scene fully (trained before open captions); "
+    )
+    return opened + f'{view:.0%} of captions drop the suffix ("any view"), {empty:.0%} are empty.'
+
+
+def _open_section(evaluation: dict) -> str:
+    if "open" not in evaluation:
+        return ""
+    result = evaluation["open"]
+    return f"""## Open captions: sample quality and mode coverage
+{result["per_category_captions"]} open captions per category (fixed, seeded, each with a view suffix), {result["samples_per_caption"]}
+DDIM samples of each ({evaluation["sampler"]}); each sample is scored against the member of the caption's
+set, and the view, that it matches best (`lods.toyworld.evaluate.evaluate_open`). Mode coverage of the
+{result["samples_per_caption"]} samples of a caption: distinct matched scenes, entropy (bits) of the matched
+open attributes (its maximum, log2 of the set size, averages {_mean_max(result):.1f} bits here, and {result["samples_per_caption"]} samples
+can show at most {math.log2(result["samples_per_caption"]):.0f}), and validity, the share of samples whose best match reaches IoU 0.5. This is the
+upper bound for what a distillation run of the same captions can reach. Measured in {evaluation["open_seconds"]} s.
+
+{markdown_table(result["per_category"], OPEN_KEYS)}
+"""
+
+
+def _mean_max(result: dict) -> float:
+    return result["per_category"]["all"].get("attribute_entropy_max", math.nan)
+
+
+def _view_section(evaluation: dict) -> str:
+    if "view_words" not in evaluation:
+        return ""
+    views = evaluation["view_words"]
+    return f"""## Does it follow its view words?
+{views["per_category"]} scenes per category, each sampled once with every view word ("<caption>, front view", side,
+back, overhead); each sample is scored at the best ground-truth view within the named range and at the best
+view anywhere (`python -m lods.toyworld.view_check`). Cells: view accuracy (share of samples whose in-range
+PSNR is within {view_check.GAP_DB} dB of the best anywhere) / mean gap (dB) / PSNR in range. A scene that looks the same
+from every side cannot fail this, so accuracy is an upper bound. Measured in {evaluation["view_seconds"]} s.
+
+{view_check.markdown(views["table"])}
 """
 
 

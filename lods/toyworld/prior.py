@@ -76,6 +76,7 @@ class DiffusionStage(pl.LightningModule):
         caption_dropout: float,
         ema_decay: float,
         view_dropout: float = 0.0,
+        open_share: float = 0.0,
     ):
         super().__init__()
         self.unet, self.text_encoder = unet, text_encoder
@@ -83,12 +84,15 @@ class DiffusionStage(pl.LightningModule):
         self.register_buffer("empty_ids", empty_ids)
         self.register_buffer("alphas_cumprod", DDPM_ALPHAS.clone())
         self.lr, self.caption_dropout, self.ema_decay = lr, caption_dropout, ema_decay
-        self.view_dropout = view_dropout
+        self.view_dropout, self.open_share = view_dropout, open_share
 
     def training_step(self, batch, batch_idx):
-        latents, ids, ids_any_view = batch
+        latents, ids, ids_any_view, ids_open, ids_open_any_view = batch
         B = latents.shape[0]
-        # Some captions lose their view suffix (then they mean "any view"), some are empty (CFG).
+        # Some captions are open variants (attributes left unsaid: the caption then names a set of scenes),
+        # some lose their view suffix (then they mean "any view"), some are empty (CFG).
+        is_open = (torch.rand(B, device=latents.device) < self.open_share)[:, None]
+        ids, ids_any_view = torch.where(is_open, ids_open, ids), torch.where(is_open, ids_open_any_view, ids_any_view)
         no_view = torch.rand(B, device=latents.device) < self.view_dropout
         ids = torch.where(no_view[:, None], ids_any_view, ids)
         drop = torch.rand(B, device=latents.device) < self.caption_dropout
@@ -158,6 +162,20 @@ def clip_text_model(**config):
     return CLIPTextModel(CLIPTextConfig(**config))
 
 
+def open_variants(captions: list[str], seed: int, drop_prob: float) -> list[str]:
+    """An open variant of each training caption (its scene's caption with attributes dropped at random, see
+    ``grammar.sample_open_caption``), with the same view suffix; deterministic in ``seed``."""
+    import random
+
+    rng = random.Random(seed)
+    variants = []
+    for caption in captions:
+        base, view = grammar.split_view_suffix(caption)
+        variant = grammar.sample_open_caption(grammar.parse_caption(base), rng, drop_prob)
+        variants.append(variant if view is None else grammar.with_view_suffix(variant, view))
+    return variants
+
+
 def _load_views(cfg: DictConfig, run_dir: Path) -> ViewSet:
     path = run_dir / "views.pt"
     if path.is_file():
@@ -207,6 +225,11 @@ def train_prior(cfg: DictConfig) -> Path:
     token_kwargs = dict(padding="max_length", max_length=cfg.text.max_length, truncation=True, return_tensors="pt")
     ids = tokenizer(views.captions, **token_kwargs).input_ids
     ids_any_view = tokenizer([grammar.strip_view_suffix(c) for c in views.captions], **token_kwargs).input_ids
+    # Runs started before open captions existed have no open_share/open_drop_prob in their config: none open.
+    open_share, open_drop_prob = cfg.unet.get("open_share", 0.0), cfg.data.get("open_drop_prob", 0.0)
+    open_captions = open_variants(views.captions, cfg.seed + 2, open_drop_prob)
+    ids_open = tokenizer(open_captions, **token_kwargs).input_ids
+    ids_open_any_view = tokenizer([grammar.strip_view_suffix(c) for c in open_captions], **token_kwargs).input_ids
     empty_ids = tokenizer([""], **token_kwargs).input_ids
     unet = instantiate(cfg.unet.model)
     stage = DiffusionStage(
@@ -217,8 +240,9 @@ def train_prior(cfg: DictConfig) -> Path:
         cfg.unet.caption_dropout,
         cfg.unet.ema_decay,
         cfg.unet.view_dropout,
+        open_share,
     )
-    dataset = torch.utils.data.TensorDataset(latents, ids, ids_any_view)
+    dataset = torch.utils.data.TensorDataset(latents, ids, ids_any_view, ids_open, ids_open_any_view)
     _fit(stage, dataset, cfg.unet, run_dir / "diffusion", cfg.seed + 1)
 
     model = DiffusionModel(
@@ -240,6 +264,10 @@ def train_prior(cfg: DictConfig) -> Path:
         "scenes": cfg.data.num_scenes,
         "vae_steps": cfg.vae.steps,
         "diffusion_steps": cfg.unet.steps,
+        "open_share": open_share,
+        "open_drop_prob": open_drop_prob,
+        "view_dropout": cfg.unet.view_dropout,
+        "caption_dropout": cfg.unet.caption_dropout,
         "latent_scaling_factor": scale,
         "wall_seconds_this_invocation": round(time.perf_counter() - started, 1),
         "hardware": _hardware(),

@@ -48,4 +48,5 @@ def test_training_crashes_then_resumes_to_a_loadable_model(tmp_path, monkeypatch
     assert model.image_size == 64 and model.latent_size == 16 and model.latent_channels == 4
     emb = model.text_embeddings(["a red cube, front view", "a red cube"])
     assert not torch.allclose(emb[0], emb[1])
-    assert model.tokenizer.unk_token_id not in model.tokenizer("a checkered red cube, side view").input_ids
+    for caption in ("a checkered red cube, side view", "an object to the left of a cube, back view"):
+        assert model.tokenizer.unk_token_id not in model.tokenizer(caption).input_ids
