@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -111,13 +111,26 @@ class Backbone3D(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, cameras) -> RenderOutput:
-        """A render of ``cameras`` in evaluation mode (no random background), without gradient."""
+        """A render of ``cameras`` in evaluation mode (no random background), without gradient.
+
+        One camera at a time, concatenated (``extras`` dropped when there are several): the evaluation views are
+        rendered at full size, and at the paper's sizes all of them at once do not fit (eight 512x512 NeRF views
+        asked the hash grid for one 5 GB tensor on the CPU).
+        """
         was_training = self.training
         self.eval()
         try:
-            return self.render(cameras)
+            outs = [self.render(cameras[i : i + 1]) for i in range(len(cameras))]
         finally:
             self.train(was_training)
+        if len(outs) == 1:
+            return outs[0]
+        parts = {}
+        for field in fields(RenderOutput):
+            values = [getattr(out, field.name) for out in outs]
+            keep = field.name != "extras" and values[0] is not None
+            parts[field.name] = torch.cat(values) if keep else None
+        return RenderOutput(**parts)
 
     def images(self, model=None, cameras=None) -> Tensor:
         """Renders [B, 3, H, W] in [0, 1] of ``cameras`` (evaluation mode)."""
