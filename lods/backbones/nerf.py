@@ -72,6 +72,7 @@ NORMALS = ("analytic", "finite_difference", "none")
 SHADINGS = ("none", "lambertian")
 REGULARIZERS = ("sparsity", "entropy", "orientation", "z_variance", "convexity")
 NEEDS_NORMALS = ("orientation", "convexity")
+EVAL_RAY_CHUNK = 1 << 16  # rays marched at once without gradient (evaluation at full size)
 PRIMES = (1, 2654435761, 805459861)  # nerfstudio's (and Instant-NGP's) spatial hash
 _PRIMES_INT32 = tuple(p - 2**32 if p >= 2**31 else p for p in PRIMES)  # the same primes modulo 2^32
 
@@ -554,7 +555,7 @@ class NeRFBackbone(Backbone3D):
             if step >= last + self.occupancy_update_every or step < last:
                 self.update_occupancy(step)
         origins, directions = camera_rays(cams)
-        rays = self._march(origins.reshape(-1, 3), directions.reshape(-1, 3), B, h * w, cams)
+        rays = self._march_in_chunks(origins.reshape(-1, 3), directions.reshape(-1, 3), B, h * w, cams)
 
         background = self.background_for(B, device, self._generator)  # [B, 3]
         rgb = rays["rgb"].view(B, h, w, 3).permute(0, 3, 1, 2)
@@ -609,8 +610,26 @@ class NeRFBackbone(Backbone3D):
         draw = torch.rand(B, generator=g, device=g_device).to(device)
         return F.normalize(to_camera + jitter, dim=-1), draw < self.shading_prob
 
-    def _march(self, origins: Tensor, directions: Tensor, B: int, per_image: int, cams: Cameras) -> dict:
-        """Volume rendering of R rays: per-ray rgb (over black), alpha, depth, normal and regulariser terms."""
+    def _march_in_chunks(self, origins: Tensor, directions: Tensor, B: int, per_image: int, cams: Cameras) -> dict:
+        """:meth:`_march`, EVAL_RAY_CHUNK rays at a time when no gradient is taken (evaluation renders at full
+        size: one 512x512 view at once asks the hash grid for GB-sized tensors); in one go when training."""
+        R = origins.shape[0]
+        if torch.is_grad_enabled() or R <= EVAL_RAY_CHUNK:
+            return self._march(origins, directions, B, per_image, cams)
+        parts = [
+            self._march(origins[s : s + EVAL_RAY_CHUNK], directions[s : s + EVAL_RAY_CHUNK], B, per_image, cams, s)
+            for s in range(0, R, EVAL_RAY_CHUNK)
+        ]
+        merged = {"count": sum(part["count"] for part in parts)}
+        for key in parts[0].keys() - {"count"}:
+            merged[key] = None if parts[0][key] is None else torch.cat([part[key] for part in parts])
+        return merged
+
+    def _march(
+        self, origins: Tensor, directions: Tensor, B: int, per_image: int, cams: Cameras, offset: int = 0
+    ) -> dict:
+        """Volume rendering of R rays: per-ray rgb (over black), alpha, depth, normal and regulariser terms.
+        ``offset``: the index of the first of these rays among all the rays of the B images (for chunks)."""
         R, device = origins.shape[0], origins.device
         out = {
             "rgb": origins.new_zeros(R, 3),
@@ -671,7 +690,7 @@ class NeRFBackbone(Backbone3D):
             normal = normal.view(n, S, 3)
         if self.shading == "lambertian":
             light, shaded = self._light(cams, B)
-            image = ids // per_image
+            image = (ids + offset) // per_image
             lambert = (normal * light[image][:, None]).sum(-1, keepdim=True).clamp_min(0)
             shade = self.ambient + (1 - self.ambient) * lambert
             albedo = torch.where(shaded[image][:, None, None], albedo * shade, albedo)

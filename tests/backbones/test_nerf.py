@@ -9,6 +9,7 @@ from nerfstudio.field_components.encodings import HashEncoding
 from lods.backbones.mesh import extract_mesh, write_mesh
 from lods.backbones.nerf import REGULARIZERS, HashGrid, NeRFBackbone
 from lods.cameras import orbit_cameras
+from tests.tolerances import assert_network_close
 
 SIZE = 16
 TINY = dict(
@@ -35,6 +36,21 @@ def make(seed: int = 0, **overrides) -> NeRFBackbone:
 
 def cameras(n: int = 2, size: int = SIZE, distance: float = 3.0):
     return orbit_cameras(torch.linspace(0, 270, n), 15.0, distance, 45.0, size, size)
+
+
+def test_evaluation_in_ray_chunks_equals_one_pass(monkeypatch):
+    """Without gradient, rays are marched in chunks (full-size evaluation); each ray's samples are the same,
+    only the field's batched matrix products see other batch sizes (tolerance: tests/tolerances.py)."""
+    import lods.backbones.nerf as nerf_module
+
+    backbone = make(shading="lambertian")  # the light of each ray's image must follow it into its chunk
+    cams = cameras(3)
+    whole = backbone.evaluate(cams)
+    monkeypatch.setattr(nerf_module, "EVAL_RAY_CHUNK", 100)  # chunks that straddle images
+    chunked = backbone.evaluate(cams)
+    for a, b in ((chunked.rgb, whole.rgb), (chunked.alpha, whole.alpha), (chunked.depth, whole.depth)):
+        assert_network_close(a, b)
+    assert (whole.alpha > 0.5).any()
 
 
 def test_render_shapes_and_ranges():
