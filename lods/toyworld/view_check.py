@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 
+from lods.cameras import view_direction
 from lods.toyworld import grammar
-from lods.toyworld.evaluate import best_view, sample
+from lods.toyworld.evaluate import _slice, candidate_views, sample
 from lods.toyworld.metrics import image_metrics
+from lods.toyworld.render import default_cameras, render_scene
 
 VIEW_WORDS = ("front", "side", "back", "overhead")
 GAP_DB = 0.5
@@ -42,12 +44,27 @@ def view_check_captions(per_category: int, seed: int = 4321) -> list[tuple[str, 
 
 
 def score_view(image: torch.Tensor, caption: str, view: str) -> dict[str, float]:
-    """Metrics of one sample [3, H, W] for ``caption`` at the named view, and its gap to the best view anywhere."""
-    in_range, (azimuth, elevation) = best_view(image, grammar.with_view_suffix(caption, view))
-    anywhere, _ = best_view(image, caption)
-    metrics = image_metrics(image[None], in_range)
-    best_psnr = image_metrics(image[None], anywhere)["psnr"]
-    gap = max(0.0, best_psnr - metrics["psnr"])
+    """Metrics of one sample [3, H, W] for ``caption`` at the named view, and its gap to the best view anywhere.
+
+    Every candidate view is rendered once; as in ``evaluate.best_view`` the best view is the one of least
+    squared error, here both among all views and among those in the named range."""
+    views = candidate_views(None)
+    gt = render_scene(
+        grammar.parse_caption(caption), default_cameras([a for a, _ in views], [e for _, e in views], image.shape[-1])
+    )
+    errors = ((gt.rgb - image[None].to(gt.rgb)) ** 2).mean(dim=(1, 2, 3))
+    in_range = torch.tensor([view_direction(a, e) == view for a, e in views])
+    if not in_range.any():
+        raise ValueError(f"no candidate view is a '{view}' view; choose one of: {', '.join(VIEW_WORDS)}")
+    best = int(errors.argmin())
+    named = int(torch.where(in_range, errors, torch.inf).argmin())
+
+    def metrics_at(i: int) -> dict[str, float]:
+        return image_metrics(image[None], _slice(gt, i))
+
+    metrics = metrics_at(named)
+    gap = max(0.0, metrics_at(best)["psnr"] - metrics["psnr"])
+    azimuth, elevation = views[named]
     return {
         "psnr": metrics["psnr"],
         "iou": metrics["iou"],

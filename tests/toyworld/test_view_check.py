@@ -37,3 +37,10 @@ def test_table_means_per_category_and_view():
     assert set(table["all"]) == {"front", "back"} and table["all"]["back"]["count"] == 1.0
     assert "surroundings" not in table
     assert grammar.CATEGORIES[0] == "single"
+
+
+def test_an_unknown_view_word_is_named():
+    with pytest.raises(
+        ValueError, match="no candidate view is a 'top' view; choose one of: front, side, back, overhead"
+    ):
+        score_view(render(0.0), CAPTION, "top")
