@@ -37,7 +37,8 @@ OVERALL = (
     ("gt/delta_e", "ΔE ↓", "{:.1f}"),
     ("gt/saturation_bias", "sat. bias", "{:+.3f}"),
     ("gt/floater_mass", "floaters ↓", "{:.3f}"),
-    ("gt/janus_rate", "Janus ↓", "{:.2f}"),
+    ("gt/marker_missing", "marker missing ↓", "{:.2f}"),
+    ("gt/marker_misplaced", "Janus ↓", "{:.2f}"),
     ("clip/score", "CLIP ↑", "{:.1f}"),
     ("seconds_per_step", "s/step", "{:.3f}"),
     ("wall_seconds", "wall s", "{:.0f}"),
@@ -82,7 +83,7 @@ def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
 
 def summarize(rows: list[dict]) -> dict:
     """{backbone: {prior: {category or "all": {metric: mean over prompts, "count": n}}}} (means as in
-    :func:`lods.toyworld.metrics.aggregate`: NaN values, e.g. janus_rate without a marker, left out)."""
+    :func:`lods.toyworld.metrics.aggregate`: NaN values, e.g. marker rates without a marker, left out)."""
     grouped: dict = defaultdict(lambda: defaultdict(list))
     for row in rows:
         grouped[row["backbone"]][row["prior"]].append(row)

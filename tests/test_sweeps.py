@@ -128,7 +128,7 @@ def test_bench_aggregates_fake_runs(tmp_path):
             OmegaConf.create({"hydra": {"runtime": {"choices": {"prior": "sds", "backbone": "nerf"}}}}),
             run / ".hydra" / "hydra.yaml",
         )
-        metrics = {"prompt": f"p{i}", "gt/category": "single", "gt/iou": iou, "gt/janus_rate": float("nan")}
+        metrics = {"prompt": f"p{i}", "gt/category": "single", "gt/iou": iou, "gt/marker_misplaced": float("nan")}
         (run / "metrics.json").write_text(json.dumps(metrics))
         OmegaConf.save(OmegaConf.create({"prior": {"guidance_scale": [1000, 30][i]}}), run / "config.yaml")
     table = bench.summarize(bench.collect(tmp_path))

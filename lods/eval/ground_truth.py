@@ -43,9 +43,9 @@ def ground_truth_report_3d(
 
     ``images`` [V, 3, H, W] and ``alpha`` [V, 1, H, W] (for the floater metric) are the run's renders of
     ``task.eval_cameras()``. Metrics are the means over the views (``lods.toyworld.metrics.caption_metrics``,
-    including the Janus rate); ``gt/matched`` is the full caption of the scene scored against. For an open
-    caption that is the one member of its set that matches the renders best over all the views together
-    (least mean squared error), and ``gt/set_size`` is the size of the set.
+    including the marker-missing and marker-misplaced (Janus) rates); ``gt/matched`` is the full caption of
+    the scene scored against. For an open caption that is the one member of its set that matches the renders
+    best over all the views together (least mean squared error), and ``gt/set_size`` is the size of the set.
     """
     from lods.toyworld.model import is_toyworld
 

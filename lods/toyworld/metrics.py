@@ -2,7 +2,7 @@
 
 All images are [B, 3, H, W] sRGB in [0, 1] (B = views), compared pixel to pixel with a :class:`GroundTruth`.
 Scalar metrics average over views as noted per metric; identical images score perfectly:
-PSNR = PSNR_CAP_DB, SSIM = 1, IoU = 1, delta-E = 0, saturation bias = 0, floater mass = 0, Janus rate = 0.
+PSNR = PSNR_CAP_DB, SSIM = 1, IoU = 1, delta-E = 0, saturation bias = 0, floater mass = 0, marker missing = marker misplaced = 0.
 
 Masks. The ground-truth foreground is ``gt.alpha > 0.5`` (objects, floor and wall). A result's foreground
 is ``pred_alpha > 0.5`` when the result has an alpha channel; without one it is recovered from colour:
@@ -164,31 +164,42 @@ def marker_pixels(pred_rgb: Tensor, scene: grammar.Scene) -> Tensor:
     return ((closest == 0) & (nearest < JANUS_MARKER_DELTA_E))[:, None] & foreground_from_rgb(pred_rgb)
 
 
-def janus_rate(pred_rgb: Tensor, gt: GroundTruth, scene: grammar.Scene) -> float:
-    """Share of judged views where the front marker is where it should not be, or is not where it should be.
+def marker_rates(pred_rgb: Tensor, gt: GroundTruth, scene: grammar.Scene) -> dict[str, float]:
+    """How the result draws the front marker, as two shares of judged views: ``marker_missing`` (the
+    marker should show and does not) and ``marker_misplaced`` (it shows where it should not: the Janus
+    problem proper, a front seen from behind).
 
     In each view, let S be the interior of the GT object silhouette: pixels fully covered by objects
     (``gt.object_alpha == 1``; floor and wall excluded) whose 3x3 neighbourhood is too, so that edge
     pixels blended with the background are never read as a (white) marker. Then
       f_gt   = GT marker coverage over S (``gt.marker`` summed over S) / |S|,
       f_pred = |{pixels of S that are marker-coloured in the result (marker_pixels)}| / |S|.
-    A view is judged when S is non-empty and either f_gt >= JANUS_VISIBLE (the marker should show) or
-    the GT shows no marker at all in the view (it should not: the marker faces away); views in between
-    (a sliver at a grazing angle) are skipped. A judged view is wrong when the marker should show and
-    f_pred < JANUS_MISSING * f_gt (missing), or should not and f_pred >= JANUS_VISIBLE (a Janus face).
-    janus_rate = wrong / judged; NaN when the scene has no marker or no view is judged.
+    A view should show the marker when S is non-empty and f_gt >= JANUS_VISIBLE, and should hide it when
+    S is non-empty and the GT shows no marker at all (it faces away); views in between (a sliver at a
+    grazing angle) are judged for neither.
+      marker_missing   = |should show and f_pred < JANUS_MISSING * f_gt| / |should show|
+      marker_misplaced = |should hide and f_pred >= JANUS_VISIBLE| / |should hide|
+    Each is NaN when the scene has no marker or no view is judged for it. Ground truth scores 0 on both; a
+    result that never draws the marker scores 1 on the first and 0 on the second; one with the marker on
+    every side, 0 and 1.
     """
     if not scene.has_marker:
-        return math.nan
+        return {"marker_missing": math.nan, "marker_misplaced": math.nan}
     interior = erode(gt.object_alpha >= 1 - 1e-6, 1)
     area = interior.sum((1, 2, 3)).float()
     f_gt = (gt.marker * interior).sum((1, 2, 3)) / area.clamp_min(1)
     f_pred = (marker_pixels(pred_rgb.to(gt.rgb), scene) & interior).sum((1, 2, 3)) / area.clamp_min(1)
     should_show = (area > 0) & (f_gt >= JANUS_VISIBLE)
     should_hide = (area > 0) & (gt.marker.sum((1, 2, 3)) == 0)
-    wrong = (should_show & (f_pred < JANUS_MISSING * f_gt)) | (should_hide & (f_pred >= JANUS_VISIBLE))
-    judged = (should_show | should_hide).sum().item()
-    return wrong.sum().item() / judged if judged else math.nan
+
+    def share(wrong: Tensor, judged: Tensor) -> float:
+        n = judged.sum().item()
+        return (wrong & judged).sum().item() / n if n else math.nan
+
+    return {
+        "marker_missing": share(f_pred < JANUS_MISSING * f_gt, should_show),
+        "marker_misplaced": share(f_pred >= JANUS_VISIBLE, should_hide),
+    }
 
 
 def caption_metrics(
@@ -198,7 +209,8 @@ def caption_metrics(
     pred_alpha: Tensor | None = None,
 ) -> dict[str, float | str]:
     """Render the caption's ground truth at ``views`` ((azimuth, elevation) pairs, one per result image
-    [V, 3, H, W]) and score the result: image_metrics plus janus_rate (NaN without a front marker), the
+    [V, 3, H, W]) and score the result: image_metrics plus marker_missing and marker_misplaced (:func:`marker_rates`; NaN
+    without a front marker), the
     caption's category and ``matched``, the full caption of the scene scored against. An open caption is
     scored against the one member of its set that matches the result best over all the views
     (``lods.toyworld.evaluate.best_scene_3d``: least mean squared error)."""
@@ -215,7 +227,7 @@ def caption_metrics(
         scene = grammar.parse_caption(caption)
     gt = render.render_scene(scene, render.eval_cameras(height, views))
     metrics: dict[str, float | str] = dict(image_metrics(pred_rgb_per_view, gt, pred_alpha))
-    metrics["janus_rate"] = janus_rate(pred_rgb_per_view, gt, scene)
+    metrics.update(marker_rates(pred_rgb_per_view, gt, scene))
     metrics["category"] = scene.category
     metrics["matched"] = grammar.scene_caption(scene)
     return metrics
@@ -276,7 +288,7 @@ def aggregate(
 ) -> dict[str, dict[str, float]]:
     """Per-category means of every numeric metric, plus "all" over every prompt (like T3Bench's table).
 
-    ``categories`` gives each prompt's category (default: its "category" entry). NaN values (janus_rate
+    ``categories`` gives each prompt's category (default: its "category" entry). NaN values (marker rates
     of prompts without a marker) are left out of a mean; a mean over no values is NaN. Each row also
     holds "count", the number of prompts.
     """

@@ -15,7 +15,7 @@ from lods.toyworld.metrics import (
     delta_e76,
     hsv_saturation,
     image_metrics,
-    janus_rate,
+    marker_rates,
     srgb_to_lab,
 )
 from lods.toyworld.render import EVAL_VIEWS, GroundTruth, render_caption
@@ -50,10 +50,11 @@ def test_identical_images_score_perfectly(caption, with_alpha):
     assert result["ssim"] == pytest.approx(1.0, abs=1e-5)
     assert result["iou"] == 1.0
     assert result["delta_e"] == 0.0 and result["saturation_bias"] == 0.0 and result["floater_mass"] == 0.0
-    if "front" in caption:
-        assert result["janus_rate"] == 0.0
-    else:
-        assert math.isnan(result["janus_rate"])
+    for key in ("marker_missing", "marker_misplaced"):
+        if "front" in caption:
+            assert result[key] == 0.0
+        else:
+            assert math.isnan(result[key])
 
 
 def test_psnr_of_a_known_mse():
@@ -118,7 +119,7 @@ def test_floater_mass_of_a_blob():
     assert image_metrics(gt.rgb, gt, halo)["floater_mass"] == 0.0
 
 
-def test_janus_rate_catches_a_marker_on_every_side():
+def test_marker_rates_tell_a_missing_marker_from_a_janus_face():
     caption = "a red cube with a blue front"
     gt = render_caption(caption, AZIMUTHS, ELEVATIONS)
     scene = render.grammar.parse_caption(caption)
@@ -126,22 +127,26 @@ def test_janus_rate_catches_a_marker_on_every_side():
     visible = (gt.marker.sum((1, 2, 3)) > 0).tolist()
     assert visible == [True, True, False, False, False, False, False, True]
     janus_result = gt.rgb[:1].expand_as(gt.rgb)  # the front view everywhere: a marker seen from the back
-    assert janus_rate(janus_result, gt, scene) == pytest.approx(5 / 8)
+    assert marker_rates(janus_result, gt, scene) == {"marker_missing": 0.0, "marker_misplaced": 1.0}
     without_marker = render_caption("a red cube", AZIMUTHS, ELEVATIONS).rgb  # missing where it should show
-    assert janus_rate(without_marker, gt, scene) == pytest.approx(3 / 8)
-    assert janus_rate(gt.rgb, gt, scene) == 0.0
-    assert math.isnan(janus_rate(gt.rgb, gt, render.grammar.parse_caption("a red cube")))
+    assert marker_rates(without_marker, gt, scene) == {"marker_missing": 1.0, "marker_misplaced": 0.0}
+    assert marker_rates(gt.rgb, gt, scene) == {"marker_missing": 0.0, "marker_misplaced": 0.0}
+    half = gt.rgb.clone()
+    half[1] = without_marker[1]  # one of the 3 views that show the marker loses it
+    assert marker_rates(half, gt, scene)["marker_missing"] == pytest.approx(1 / 3)
+    rates = marker_rates(gt.rgb, gt, render.grammar.parse_caption("a red cube"))
+    assert all(math.isnan(v) for v in rates.values())
 
 
 def test_aggregate_per_category():
     rows = [
-        {"psnr": 20.0, "janus_rate": 0.5, "category": "single"},
-        {"psnr": 30.0, "janus_rate": math.nan, "category": "single"},
-        {"psnr": 10.0, "janus_rate": math.nan, "category": "multiple"},
+        {"psnr": 20.0, "marker_misplaced": 0.5, "category": "single"},
+        {"psnr": 30.0, "marker_misplaced": math.nan, "category": "single"},
+        {"psnr": 10.0, "marker_misplaced": math.nan, "category": "multiple"},
     ]
     table = aggregate(rows)
-    assert table["single"] == {"psnr": 25.0, "janus_rate": 0.5, "count": 2.0}
-    assert table["multiple"]["psnr"] == 10.0 and math.isnan(table["multiple"]["janus_rate"])
+    assert table["single"] == {"psnr": 25.0, "marker_misplaced": 0.5, "count": 2.0}
+    assert table["multiple"]["psnr"] == 10.0 and math.isnan(table["multiple"]["marker_misplaced"])
     assert table["all"]["psnr"] == pytest.approx(20.0) and table["all"]["count"] == 3.0
     assert list(table) == ["single", "multiple", "all"]
     assert aggregate(rows, ["x", "x", "y"])["x"]["psnr"] == 25.0

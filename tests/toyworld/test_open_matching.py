@@ -99,7 +99,12 @@ def test_a_3d_result_commits_to_one_member():
     assert best_scene_3d(images, caption, views) == scene
     metrics = caption_metrics(caption, images, views)
     assert metrics["matched"] == grammar.scene_caption(scene)
-    assert metrics["psnr"] == 100.0 and metrics["iou"] == 1.0 and metrics["janus_rate"] == 0.0
+    assert (
+        metrics["psnr"] == 100.0
+        and metrics["iou"] == 1.0
+        and metrics["marker_missing"] == 0.0
+        and metrics["marker_misplaced"] == 0.0
+    )
     # Half the views from another member: still one member for all views, the better of the two.
     other = grammar.parse_caption("a checkered white cube with a blue front")
     mixed = torch.cat([images[:5], render_scene(other, render.eval_cameras(SIZE, views)).rgb[5:]])
