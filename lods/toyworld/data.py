@@ -1,8 +1,15 @@
 """Training views of the toyworld: random scenes, random cameras, captions with view suffixes.
 
-Cameras follow the distribution the 3D tasks sample from (full azimuth circle, elevation in
-``ELEVATION_RANGE``, toyworld's fixed distance and field of view); the view suffix is chosen with
-the thresholds of :func:`lods.cameras.view_direction`, the same the 3D tasks use.
+Cameras cover what the 3D tasks sample (full azimuth circle, elevation in ``ELEVATION_RANGE``,
+toyworld's fixed distance and field of view); the view suffix is chosen with the thresholds of
+:func:`lods.cameras.view_direction`, the same the 3D tasks use. Two ways to draw a scene's cameras:
+
+- uniform (``balanced=False``): azimuth and elevation uniform in their ranges, so the view words come in
+  the shares of the 3D tasks' camera distribution (side 39%, overhead 22%, front and back 19.5% each);
+- balanced (``balanced=True``): the scene's views go round the view words (front, side, back, overhead,
+  starting at a random one), each camera uniform within its word's range, so every word is equally
+  common and a scene with 4 views is seen once from each: the model sees the same scene under every view
+  word, which is what it needs to learn what the word changes.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
-from lods.cameras import view_direction
+from lods.cameras import BACK_HALF_ANGLE, FRONT_HALF_ANGLE, OVERHEAD_ELEVATION, VIEWS, view_direction
 from lods.toyworld import grammar
 from lods.toyworld.render import DEFAULT_SIZE, SUPERSAMPLE, default_cameras, render_scene
 
@@ -31,6 +38,33 @@ class ViewSet:
         return len(self.captions)
 
 
+def camera_in_view(view: str, rng: random.Random) -> tuple[float, float]:
+    """(azimuth, elevation) in degrees, uniform within the range ``view_direction`` calls ``view``."""
+    low, high = ELEVATION_RANGE
+    if view == "overhead":
+        return rng.uniform(-180.0, 180.0), rng.uniform(OVERHEAD_ELEVATION, high)
+    elevation = rng.uniform(low, OVERHEAD_ELEVATION)
+    if view == "front":
+        azimuth = rng.uniform(-FRONT_HALF_ANGLE, FRONT_HALF_ANGLE)
+    elif view == "back":
+        azimuth = rng.uniform(180.0 - BACK_HALF_ANGLE, 180.0 + BACK_HALF_ANGLE)
+        azimuth = (azimuth + 180.0) % 360.0 - 180.0
+    elif view == "side":
+        azimuth = rng.choice((-1.0, 1.0)) * rng.uniform(FRONT_HALF_ANGLE, 180.0 - BACK_HALF_ANGLE)
+    else:
+        raise ValueError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")
+    return azimuth, elevation
+
+
+def scene_cameras(views_per_scene: int, rng: random.Random, balanced: bool) -> list[tuple[float, float]]:
+    """One scene's cameras, (azimuth, elevation) each; see the module docstring for ``balanced``."""
+    if not balanced:
+        azimuths = [rng.uniform(-180.0, 180.0) for _ in range(views_per_scene)]
+        return list(zip(azimuths, [rng.uniform(*ELEVATION_RANGE) for _ in range(views_per_scene)]))
+    start = rng.randrange(len(VIEWS))
+    return [camera_in_view(VIEWS[(start + i) % len(VIEWS)], rng) for i in range(views_per_scene)]
+
+
 def render_views(
     num_scenes: int,
     views_per_scene: int,
@@ -38,8 +72,10 @@ def render_views(
     size: int = DEFAULT_SIZE,
     supersample: int = SUPERSAMPLE,
     progress: bool = True,
+    balanced: bool = False,
 ) -> ViewSet:
-    """``num_scenes`` scenes (categories in equal shares) seen from ``views_per_scene`` random cameras."""
+    """``num_scenes`` scenes (categories in equal shares), each seen from ``views_per_scene`` random cameras
+    (``balanced``: going round the view words)."""
     rng = random.Random(seed)
     images, captions, categories = [], [], []
     with Progress(disable=not progress) as bar:
@@ -47,8 +83,7 @@ def render_views(
         for i in range(num_scenes):
             category = grammar.CATEGORIES[i % len(grammar.CATEGORIES)]
             scene = grammar.scene_at(category, rng.randrange(grammar.count_scenes(category)))
-            azimuths = [rng.uniform(-180.0, 180.0) for _ in range(views_per_scene)]
-            elevations = [rng.uniform(*ELEVATION_RANGE) for _ in range(views_per_scene)]
+            azimuths, elevations = zip(*scene_cameras(views_per_scene, rng, balanced))
             gt = render_scene(scene, default_cameras(azimuths, elevations, size), supersample)
             images.append((gt.rgb * 255).round().to(torch.uint8))
             caption = grammar.scene_caption(scene)

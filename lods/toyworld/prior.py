@@ -181,7 +181,9 @@ def _load_views(cfg: DictConfig, run_dir: Path) -> ViewSet:
     if path.is_file():
         data = torch.load(path, weights_only=False)
         return ViewSet(data["images"], data["captions"], data["categories"])
-    views = render_views(cfg.data.num_scenes, cfg.data.views_per_scene, cfg.seed, cfg.data.size)
+    # Runs started before balanced views existed have no data.balanced_views: uniform cameras.
+    balanced = cfg.data.get("balanced_views", False)
+    views = render_views(cfg.data.num_scenes, cfg.data.views_per_scene, cfg.seed, cfg.data.size, balanced=balanced)
     torch.save({"images": views.images, "captions": views.captions, "categories": views.categories}, path)
     return views
 
@@ -264,6 +266,8 @@ def train_prior(cfg: DictConfig) -> Path:
         "scenes": cfg.data.num_scenes,
         "vae_steps": cfg.vae.steps,
         "diffusion_steps": cfg.unet.steps,
+        "balanced_views": cfg.data.get("balanced_views", False),
+        "views_per_scene": cfg.data.views_per_scene,
         "open_share": open_share,
         "open_drop_prob": open_drop_prob,
         "view_dropout": cfg.unet.view_dropout,
