@@ -2,9 +2,12 @@
 
     python -m lods.toyworld.card                 # the shipped prior, lods/models/toyworld
     python -m lods.toyworld.card --model DIR     # another training's output
+    python -m lods.toyworld.card --model DIR --previous OLD   # ... with OLD's measurements as "before"
 
 Every number in the card is measured here, from the files beside it: training.json (written by the
-training) and evaluation.json (written by this command).
+training) and evaluation.json (written by this command). ``--previous`` names the folder of the weights
+these replace (its evaluation.json and training.json, measured by this same command with the same captions
+and seeds): its tables are copied into evaluation.json under "previous" and shown beside the new ones.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lods.toyworld import view_check
+from lods.toyworld import grammar, view_check
 from lods.toyworld.evaluate import METRIC_KEYS, OPEN_KEYS, evaluate_open, evaluate_prior, markdown_table
 from lods.toyworld.model import PRIOR_DIR, load_prior
 from lods.utils.images import save_grid
@@ -26,12 +29,28 @@ EVAL_STEPS, EVAL_GUIDANCE, PER_CATEGORY = 50, 7.5, 8
 OPEN_PER_CATEGORY, OPEN_SAMPLES = 4, 8  # open captions per category, DDIM samples of each (mode coverage)
 VIEW_PER_CATEGORY = 4  # scenes per category, each sampled once per view word
 
+# The floors tests/toyworld/test_prior_quality.py holds the shipped prior to: FLOOR_PER_CATEGORY seeded
+# captions per category (evaluate_prior's, seed 0), DDIM as in the card. The card reports what the weights
+# measured on them (seeds 0 and 1), so the margin under each floor is visible.
+FLOOR_PER_CATEGORY = 3
+QUALITY_FLOORS = {"iou": 0.65, "psnr": 15.0, "ssim": 0.70}
+SINGLE_IOU_FLOOR = 0.75
+FLOOR_SEEDS = (0, 1)
+
+
+def floor_measurement(model, seed: int) -> dict[str, float]:
+    """Mean iou, psnr, ssim and single-object iou of the floor captions' samples (seeded)."""
+    per_category = evaluate_prior(model, FLOOR_PER_CATEGORY, seed=seed)["per_category"]
+    return {**{k: per_category["all"][k] for k in QUALITY_FLOORS}, "single_iou": per_category["single"]["iou"]}
+
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=PRIOR_DIR)
     parser.add_argument("--per-category", type=int, default=PER_CATEGORY)
+    parser.add_argument("--previous", type=Path, default=None, help="folder of the weights these replace")
     args = parser.parse_args(argv)
+    previous = previous_record(args.previous) if args.previous else None
     torch.set_grad_enabled(False)
     model = load_prior(str(args.model), device="cpu")
     started = time.perf_counter()
@@ -45,6 +64,7 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.perf_counter()
     views = view_check.evaluate_view_words(model, VIEW_PER_CATEGORY, 0, EVAL_STEPS, EVAL_GUIDANCE)
     view_seconds = time.perf_counter() - started
+    floors = {str(seed): floor_measurement(model, seed) for seed in FLOOR_SEEDS}
     save_grid(result["images"], args.model / "samples.png", columns=args.per_category)
     evaluation = {
         "sampler": f"DDIM, {EVAL_STEPS} steps, eta 0, CFG {EVAL_GUIDANCE}",
@@ -55,11 +75,26 @@ def main(argv: list[str] | None = None) -> Path:
         "open_seconds": round(open_seconds, 1),
         "view_words": {**views, "per_category": VIEW_PER_CATEGORY},
         "view_seconds": round(view_seconds, 1),
+        "floors": floors,
     }
+    if previous:
+        evaluation["previous"] = previous
     (args.model / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     write_card(args.model, model, evaluation, args.per_category)
     print(markdown_table(result["per_category"]))
     return args.model / "README.md"
+
+
+def previous_record(folder: Path) -> dict:
+    """The tables of the weights in ``folder`` (their evaluation.json, and how they were trained)."""
+    path = folder / "evaluation.json"
+    if not path.is_file():
+        raise SystemExit(f"--previous {folder}: no evaluation.json there (measure it with --model {folder} first)")
+    evaluation = json.loads(path.read_text())
+    training_file = folder / "training.json"
+    training = json.loads(training_file.read_text()) if training_file.is_file() else {}
+    kept = ("sampler", "per_category", "open", "view_words")
+    return {"training": _caption_mix(training), **{k: evaluation[k] for k in kept if k in evaluation}}
 
 
 def write_card(folder: Path, model, evaluation: dict, per_category: int) -> None:
@@ -102,17 +137,12 @@ or any diffusers SD-format loader.
 view suffix); each sample is scored at the ground-truth view, within its caption's view range, that it
 matches best (`lods.toyworld.evaluate`). Measured in {evaluation["seconds"]} s on CPU.
 
-{markdown_table(evaluation["per_category"])}
+{markdown_table(evaluation["per_category"])}{_before(evaluation, "per_category")}
 Metrics: {", ".join(METRIC_KEYS)} (PSNR in dB; IoU of foreground masks; CIE76 delta-E on the ground-truth
 foreground; saturation bias = result minus ground truth; floater mass = opacity outside the dilated
 silhouette). The samples are in `samples.png` (one row per category), every number in `evaluation.json`.
 
-{_open_section(evaluation)}{_view_section(evaluation)}## Floors checked by the tests
-`tests/toyworld/test_prior_quality.py` samples 9 other seeded captions (3 per category) the same way and
-requires mean IoU >= 0.65, PSNR >= 15 dB, SSIM >= 0.70 and single-object IoU >= 0.75 (measured when these
-weights were committed: 0.756, 18.1 dB, 0.80, 0.887), and that scoring the samples against the wrong
-captions costs more than 2 dB.
-
+{_open_section(evaluation)}{_view_section(evaluation)}{_floor_section(evaluation)}
 ## Limits
 Trained for about an hour on CPU: it knows the toyworld's colours and shapes far better than its
 compositions; read the table above before trusting a category.
@@ -131,7 +161,13 @@ def _caption_mix(training: dict) -> str:
         if share
         else "Every caption names its scene fully (trained before open captions); "
     )
-    return opened + f'{view:.0%} of captions drop the suffix ("any view"), {empty:.0%} are empty.'
+    cameras = (
+        f"Each scene is seen from {training.get('views_per_scene', 4)} cameras going round the view words "
+        "(front, side, back, overhead: 25% each, `lods.toyworld.data`); "
+        if training.get("balanced_views")
+        else "Cameras uniform (view words in the 3D tasks' shares: side 39%, overhead 22%, front and back 19.5%); "
+    )
+    return cameras + opened + f'{view:.0%} of captions drop the suffix ("any view"), {empty:.0%} are empty.'
 
 
 def _open_section(evaluation: dict) -> str:
@@ -147,7 +183,7 @@ open attributes (its maximum, log2 of the set size, averages {_mean_max(result):
 can show at most {math.log2(result["samples_per_caption"]):.0f}), and validity, the share of samples whose best match reaches IoU 0.5. This is the
 upper bound for what a distillation run of the same captions can reach. Measured in {evaluation["open_seconds"]} s.
 
-{markdown_table(result["per_category"], OPEN_KEYS)}
+{markdown_table(result["per_category"], OPEN_KEYS)}{_before(evaluation, "open")}
 """
 
 
@@ -166,7 +202,41 @@ view anywhere (`python -m lods.toyworld.view_check`). Cells: view accuracy (shar
 PSNR is within {view_check.GAP_DB} dB of the best anywhere) / mean gap (dB) / PSNR in range. A scene that looks the same
 from every side cannot fail this, so accuracy is an upper bound. Measured in {evaluation["view_seconds"]} s.
 
-{view_check.markdown(views["table"])}
+{view_check.markdown(views["table"])}{_before(evaluation, "view_words")}
+"""
+
+
+def _before(evaluation: dict, section: str) -> str:
+    """The previous weights' table of ``section``, when the card was written with --previous."""
+    previous = evaluation.get("previous", {})
+    if section not in previous:
+        return ""
+    if section == "per_category":
+        table = markdown_table(previous[section])
+    elif section == "open":
+        table = markdown_table(previous[section]["per_category"], OPEN_KEYS)
+    else:
+        table = view_check.markdown(previous[section]["table"])
+    return f"""
+Before (the weights these replace, same captions and seeds; {previous["training"]}):
+
+{table}"""
+
+
+def _floor_section(evaluation: dict) -> str:
+    floors = evaluation.get("floors")
+    if not floors:
+        return ""
+    measured = "; ".join(
+        f"seed {seed}: {m['iou']:.3f}, {m['psnr']:.1f} dB, {m['ssim']:.2f}, {m['single_iou']:.3f}"
+        for seed, m in floors.items()
+    )
+    return f"""## Floors checked by the tests
+`tests/toyworld/test_prior_quality.py` samples {len(grammar.CATEGORIES) * FLOOR_PER_CATEGORY} other seeded captions ({FLOOR_PER_CATEGORY} per category) the same way and
+requires mean IoU >= {QUALITY_FLOORS["iou"]}, PSNR >= {QUALITY_FLOORS["psnr"]:g} dB, SSIM >= {QUALITY_FLOORS["ssim"]} and single-object IoU >= {SINGLE_IOU_FLOOR}
+(measured on these weights, mean IoU, PSNR, SSIM, single-object IoU: {measured}), and that scoring the
+samples against the wrong captions costs more than 2 dB.
+
 """
 
 

@@ -1,33 +1,30 @@
 """The shipped toyworld prior's own DDIM samples (50 steps, CFG 7.5) against ground truth.
 
-Floors are set below what was measured when the weights were committed (see the model card,
-lods/models/toyworld/README.md): on these 9 captions mean IoU 0.756, single-object IoU 0.887,
-PSNR 18.1 dB, SSIM 0.80 (seed 0); with seed 1: 0.753, 0.825, 18.3 dB, 0.81. A model that ignores
-the caption, or noise, scores far below (IoU around 0.1 to 0.3).
+The floors (lods.toyworld.card.QUALITY_FLOORS, SINGLE_IOU_FLOOR) are set below what the shipped weights
+measure on these 9 captions with seeds 0 and 1 (the model card's "Floors" section states both); a model
+that ignores the caption, or noise, scores far below (IoU around 0.1 to 0.3).
 """
 
 import pytest
 import torch
 
+from lods.toyworld.card import FLOOR_PER_CATEGORY, QUALITY_FLOORS, SINGLE_IOU_FLOOR
 from lods.toyworld.evaluate import evaluate_prior
 from lods.toyworld.model import PRIOR_DIR, load_prior
 
 pytestmark = pytest.mark.skipif(not (PRIOR_DIR / "model_index.json").is_file(), reason="no shipped toyworld prior")
 
-FLOORS = {"iou": 0.65, "psnr": 15.0, "ssim": 0.70}
-SINGLE_IOU_FLOOR = 0.75
-
 
 @pytest.fixture(scope="module")
 def evaluation():
     with torch.no_grad():
-        return evaluate_prior(load_prior(device="cpu"), per_category=3, seed=0)
+        return evaluate_prior(load_prior(device="cpu"), per_category=FLOOR_PER_CATEGORY, seed=0)
 
 
 def test_samples_reach_the_stated_floors(evaluation):
     overall = evaluation["per_category"]["all"]
     assert overall["count"] == 9
-    for key, floor in FLOORS.items():
+    for key, floor in QUALITY_FLOORS.items():
         assert overall[key] >= floor, (key, overall[key])
     assert evaluation["per_category"]["single"]["iou"] >= SINGLE_IOU_FLOOR
 
