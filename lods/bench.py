@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from lods.runs import read_config, read_metrics
+from lods.stats import PairedDifference, format_difference, paired_difference
 from lods.toyworld.grammar import CATEGORIES
 from lods.toyworld.metrics import aggregate as aggregate_metrics
 
@@ -44,6 +45,20 @@ OVERALL = (
     ("wall_seconds", "wall s", "{:.0f}"),
     ("peak_memory_mb", "peak MiB", "{:.0f}"),
 )
+# (metrics.json key, title, which way is better: 1 higher, -1 lower, "abs" closer to zero) for paired differences.
+COMPARED = (
+    ("gt/iou", "IoU", 1),
+    ("gt/psnr", "PSNR", 1),
+    ("gt/ssim", "SSIM", 1),
+    ("gt/delta_e", "ΔE", -1),
+    ("gt/saturation_bias", "abs. sat. bias", "abs"),
+    ("gt/floater_mass", "floaters", -1),
+    ("gt/marker_misplaced", "Janus", -1),
+    ("gt/distinct_scenes", "distinct scenes", 1),
+    ("gt/validity@0.5", "validity", 1),
+    ("clip/score", "CLIP", 1),
+)
+DEFAULT_BASELINE = "sds"
 LABEL_WIDTH = 168  # pixels of the grid's row labels
 PRIOR_ORDER = ("sds", "sds_ref", "vsd", "sdi", "lods_embedding", "lods_lora", "dds")
 
@@ -63,12 +78,14 @@ def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
         if hydra_file.is_file():
             choices = OmegaConf.to_container(OmegaConf.load(hydra_file).hydra.runtime.choices)
         prior = choices.get("prior") or metrics.get("prior")
+        config = read_config(run_dir)
         if by:
-            prior = f"{prior} @ {OmegaConf.select(read_config(run_dir), by)}"
+            prior = f"{prior} @ {OmegaConf.select(config, by)}"
         rows.append(
             {
                 "run_dir": os.path.relpath(run_dir),
                 "prompt": metrics.get("prompt"),
+                "seed": config.get("seed"),
                 "category": metrics.get("gt/category", "other"),
                 "prior": prior,
                 "backbone": choices.get("backbone") or metrics.get("backbone", "image"),
@@ -94,6 +111,80 @@ def summarize(rows: list[dict]) -> dict:
         }
         for backbone, priors in grouped.items()
     }
+
+
+def compare(rows: list[dict], a: str, b: str, metrics=COMPARED, seed: int = 0) -> dict:
+    """Prior ``a`` minus prior ``b`` over the runs they share (same backbone, prompt and seed), per backbone
+    and category (and "all"): {backbone: {category: {metric: PairedDifference.as_dict()}}}, only where
+    both priors ran. The bootstrap of every cell is seeded with ``seed`` (see :mod:`lods.stats`)."""
+    values: dict = defaultdict(lambda: defaultdict(dict))  # (backbone, prior) -> category -> [(key, metrics)]
+    for row in rows:
+        if row["prior"] in (a, b):
+            key = (row["prompt"], row["seed"])
+            for category in (row["category"], "all"):
+                values[row["backbone"], row["prior"]][category][key] = row["metrics"]
+    out: dict = {}
+    for backbone in sorted({backbone for backbone, _ in values}):
+        if (backbone, a) not in values or (backbone, b) not in values:
+            continue
+        runs_a, runs_b = values[backbone, a], values[backbone, b]
+        out[backbone] = {
+            category: {
+                key: paired_difference(
+                    {k: m.get(key, math.nan) for k, m in runs_a[category].items()},
+                    {k: m.get(key, math.nan) for k, m in runs_b[category].items()},
+                    direction,
+                    seed=seed,
+                ).as_dict()
+                for key, _, direction in metrics
+            }
+            for category in [*CATEGORIES, "other", "all"]
+            if category in runs_a and category in runs_b
+        }
+    return out
+
+
+def comparisons(rows: list[dict], baseline: str | None, pairs: list[tuple[str, str]]) -> dict:
+    """{"A - B": compare(rows, A, B)} for every other prior against ``baseline`` and every pair given."""
+    priors = _ordered({row["prior"] for row in rows})
+    wanted = [(p, baseline) for p in priors if baseline and p != baseline] + list(pairs)
+    for a, b in wanted:
+        for name in (a, b):
+            if name not in priors:
+                raise ValueError(f"prior '{name}' has no runs here; the priors are: {', '.join(priors)}")
+    return {f"{a} - {b}": compare(rows, a, b) for a, b in dict.fromkeys(wanted)}
+
+
+def comparison_markdown(diffs: dict) -> str:
+    """Per backbone, one row per pair and category: each metric's mean paired difference, its 95% interval
+    and A's win rate; a star marks an interval that excludes zero."""
+    lines = ["## paired differences", ""]
+    lines.append(
+        "A - B over the runs both priors made (same backbone, prompt and seed): mean difference, bootstrap 95% "
+        "interval of the mean, and the share of pairs A wins (ties half). * = the interval excludes zero. "
+        "abs. sat. bias compares distances from zero (lower is better), as ΔE, floaters and Janus; the others are "
+        "better higher."
+    )
+    backbones = sorted({backbone for pair in diffs.values() for backbone in pair})
+    for backbone in backbones:
+        present = [
+            (k, t)
+            for k, t, _ in COMPARED
+            if any(c.get(k, {}).get("n", 0) for p in diffs.values() for c in p.get(backbone, {}).values())
+        ]
+        header = ["A - B", "category", "pairs"] + [t for _, t in present]
+        lines += ["", f"### backbone = {backbone}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, pair in diffs.items():
+            for category, cells in pair.get(backbone, {}).items():
+                n = max((cells[k]["n"] for k, _ in present), default=0)
+                values = [_format_cell(cells[k]) for k, _ in present]
+                lines.append(f"| {name} | {category} | {n} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _format_cell(cell: dict) -> str:
+    fields = {k: cell[k] for k in ("n", "mean", "low", "high", "win_rate")}
+    return format_difference(PairedDifference(**fields), "{:+.3f}" if abs(cell["mean"]) < 10 else "{:+.1f}")
 
 
 def _prior_rank(name: str) -> tuple[int, float, str]:
@@ -185,18 +276,32 @@ def image_grid(rows: list[dict], path: Path, cell: int = 64) -> Path | None:
     return path
 
 
-def aggregate(sweep_dir: str | Path, out_dir: str | Path | None = None, by: str | None = None) -> dict:
-    """Write results.json, table.md and grid.png for the runs below ``sweep_dir`` (into ``out_dir``)."""
+def aggregate(
+    sweep_dir: str | Path,
+    out_dir: str | Path | None = None,
+    by: str | None = None,
+    baseline: str | None = DEFAULT_BASELINE,
+    pairs: list[tuple[str, str]] = (),
+) -> dict:
+    """Write results.json, table.md and grid.png for the runs below ``sweep_dir`` (into ``out_dir``), with
+    the paired differences of every prior against ``baseline`` (None: none; the default is skipped where it
+    did not run, any other missing prior is an error) and of ``pairs``."""
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir
     rows = collect(sweep_dir, by)
     if not rows:
         raise FileNotFoundError(f"no finished runs (metrics.json) below '{sweep_dir}'")
     table = summarize(rows)
+    if baseline == DEFAULT_BASELINE and baseline not in {row["prior"] for row in rows}:
+        baseline = None
+    diffs = comparisons(rows, baseline, list(pairs))
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"sweep_dir": str(sweep_dir), "runs": rows, "table": table}
+    results = {"sweep_dir": str(sweep_dir), "runs": rows, "table": table, "paired_differences": diffs}
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out_dir / "table.md").write_text(markdown(table, f"toyworld bench: {sweep_dir}"))
+    text = markdown(table, f"toyworld bench: {sweep_dir}")
+    if diffs:
+        text += "\n" + comparison_markdown(diffs)
+    (out_dir / "table.md").write_text(text)
     image_grid(rows, out_dir / "grid.png")
     return results
 
@@ -206,8 +311,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (e.g. bench/mini)")
     parser.add_argument("--out", type=Path, default=None, help="where the results go (default: sweep_dir)")
     parser.add_argument("--by", default=None, help="also split rows by this config key (e.g. prior.guidance_scale)")
+    parser.add_argument(
+        "--baseline",
+        default=DEFAULT_BASELINE,
+        help=f"paired differences of every prior against this one (default {DEFAULT_BASELINE}, if it ran; none)",
+    )
+    parser.add_argument("--pair", action="append", default=[], help="also A,B: prior A minus prior B (repeatable)")
     args = parser.parse_args(argv)
-    results = aggregate(args.sweep_dir, args.out, args.by)
+    pairs = []
+    for spec in args.pair:
+        names = [n.strip() for n in spec.split(",")]
+        if len(names) != 2 or not all(names):
+            parser.error(f"--pair takes two priors as A,B; got '{spec}'")
+        pairs.append((names[0], names[1]))
+    baseline = None if args.baseline.lower() == "none" else args.baseline
+    results = aggregate(args.sweep_dir, args.out, args.by, baseline, pairs)
     out = args.out or args.sweep_dir
     print((out / "table.md").read_text())
     print(f"{len(results['runs'])} runs -> {out}/results.json, table.md, grid.png")
