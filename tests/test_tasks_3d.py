@@ -109,6 +109,9 @@ def test_image_to_3d_reads_an_rgba_reference(model, tmp_path):
 def test_image_to_3d_without_reference_needs_a_toyworld_caption(model):
     with pytest.raises(ValueError, match="reference_image"):
         ImageTo3D("a photo of a hamburger").setup(model, 16)
+    # An open caption names a set of scenes: no one reference view; the message says so and offers a member.
+    with pytest.raises(ValueError, match=r"'a cube, back view' is an open caption \(it names 147 scenes\).*e\.g\. 'a "):
+        ImageTo3D("a cube, back view").setup(model, 16)
 
 
 def test_turntable_video_is_written(tmp_path):

@@ -83,14 +83,23 @@ class ImageTo3D(TextTo3D):
         from lods.toyworld import grammar
         from lods.toyworld.render import render_scene
 
+        caption = grammar.strip_view_suffix(self.prompt)
         try:
-            scene = grammar.parse_caption(grammar.strip_view_suffix(self.prompt))
+            spec = grammar.parse_open_caption(caption)
         except ValueError as err:
             raise ValueError(
                 f"task.reference_image is not set and the prompt '{self.prompt}' is not a toyworld caption, so "
                 f"there is no ground truth to take the reference view from ({err}); pass "
                 "task.reference_image=<an RGBA .png>"
             ) from err
+        if spec.is_open:
+            example = grammar.scene_caption(grammar.consistent_scenes(spec)[0])
+            raise ValueError(
+                f"task.reference_image is not set and the prompt '{self.prompt}' is an open caption (it names "
+                f"{grammar.count_consistent(spec)} scenes), so there is no one ground truth to take the reference "
+                f"view from; give a full caption (e.g. '{example}') or task.reference_image=<an RGBA .png>"
+            )
+        scene = grammar.parse_caption(caption)
         gt = render_scene(scene, self.reference_cameras(resolution))
         return gt.rgb, gt.alpha
 
