@@ -256,6 +256,7 @@ def train(cfg: DictConfig) -> dict:
         }
         for logger in trainer.loggers:
             logger.log_metrics({**clip, **cost}, step=trainer.global_step)
+            logger.save()  # after fit Lightning saves no more: without this the CSV never gets these columns
         metrics = {
             "steps": int(trainer.global_step),
             "model": model.name,

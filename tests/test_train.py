@@ -48,6 +48,7 @@ def test_text_to_image_run_leaves_image_config_and_metrics(tmp_path, prior):
         assert (run_dir / path).is_file(), path
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["prompt"] == "a red cube" and saved["seconds_per_step"] > 0
+    assert "wall_seconds" in (run_dir / "metrics.csv").read_text().splitlines()[0]  # logged after fit, and saved
     assert torch.isfinite(final_image(run_dir)).all()
 
 
@@ -226,4 +227,5 @@ def test_default_run_uses_the_toyworld_prior_and_scores_against_ground_truth(tmp
     assert metrics["gt/iou"] > 0.5 and metrics["gt/psnr"] > 15  # a red cube, not noise
     for path in ("images/final.png", "images/ground_truth.png", "metrics.csv", "config.yaml"):
         assert (tmp_path / "run" / path).is_file(), path
+    assert "gt/iou" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
