@@ -7,6 +7,10 @@ surroundings, multiple objects):
   grammar (the T3Bench analogue that can be scored against ground truth): the first 100 *distinct* captions
   that :func:`lods.toyworld.grammar.sample_captions` draws with seed 0 (it samples with replacement, so
   repeats are skipped). Fixed forever: results stay comparable across runs and machines.
+- ``toyworld_open_single``, ``toyworld_open_surroundings``, ``toyworld_open_multiple``: 100 distinct open
+  captions each (every one names a set of at least ``OPEN_MIN_SET`` scenes), drawn from the same scene
+  stream: the i-th scene gives a new open variant of its caption (:func:`open_variant`, seeded per scene),
+  or none when every variant it has is already in the list. Fixed forever as well.
 - ``t3bench_single``, ``t3bench_surroundings``, ``t3bench_multiple``: the T3Bench prompts (He et al. 2023),
   not shipped with lods. They are read from a local clone of https://github.com/THU-LYJ-Lab/T3Bench, found
   through the environment variable ``T3BENCH_ROOT`` (or the ``root`` argument). That repository keeps them
@@ -26,12 +30,17 @@ import argparse
 import functools
 import operator
 import os
+import random
+from collections.abc import Collection
 from pathlib import Path
 
 from lods.toyworld import grammar
 
 TOYWORLD_SIZE = 100  # prompts per toyworld list (T3Bench: 100 per category)
 TOYWORLD_SEED = 0
+OPEN_MIN_SET = 4  # an open prompt names at least this many scenes (so 4 particles can all differ)
+MAX_OPEN_DRAWS = 1000  # open variants tried per scene before giving up
+OPEN_LIST_DRAWS = 200  # ... for the open lists, where a scene may have no untaken variant left
 T3BENCH_ENV = "T3BENCH_ROOT"
 T3BENCH_URL = "https://github.com/THU-LYJ-Lab/T3Bench"
 # Category -> the file name stem in the T3Bench repository (data/prompt_<stem>.txt).
@@ -40,6 +49,7 @@ T3BENCH_STEMS = {"single": "single", "surroundings": "surr", "multiple": "multi"
 # Built-in list name -> its category (one of grammar.CATEGORIES).
 LISTS: dict[str, str] = {
     **{f"toyworld_{category}": category for category in grammar.CATEGORIES},
+    **{f"toyworld_open_{category}": category for category in grammar.CATEGORIES},
     **{f"t3bench_{category}": category for category in grammar.CATEGORIES},
 }
 
@@ -63,15 +73,55 @@ def category_of(name: str | os.PathLike) -> str | None:
 
 
 @functools.cache
-def _toyworld(category: str) -> tuple[str, ...]:
-    """The first TOYWORLD_SIZE distinct captions of the seed-0 sample stream of one category."""
-    draws = TOYWORLD_SIZE
+def _toyworld(category: str, size: int = TOYWORLD_SIZE) -> tuple[str, ...]:
+    """The first ``size`` distinct captions of the seed-0 sample stream of one category."""
+    draws = size
     while True:
         # sample_captions(n) is a prefix of sample_captions(2 n) for one seed: drawing more only appends.
         distinct = list(dict.fromkeys(grammar.sample_captions(draws, TOYWORLD_SEED, category)))
-        if len(distinct) >= TOYWORLD_SIZE:
-            return tuple(distinct[:TOYWORLD_SIZE])
+        if len(distinct) >= size:
+            return tuple(distinct[:size])
         draws *= 2
+
+
+def open_variant(
+    scene: grammar.Scene,
+    rng: random.Random,
+    taken: Collection[str] = (),
+    min_set: int = OPEN_MIN_SET,
+    view: str | None = None,
+    draws: int = MAX_OPEN_DRAWS,
+) -> str:
+    """An open caption whose set holds ``scene``: :func:`grammar.sample_open_caption` drawn from ``rng`` until
+    the caption is open, names at least ``min_set`` scenes and (with ``view``'s suffix, if given) is not in
+    ``taken``; at most ``draws`` draws, then RuntimeError."""
+    for _ in range(draws):
+        variant = grammar.sample_open_caption(scene, rng)
+        caption = variant if view is None else grammar.with_view_suffix(variant, view)
+        if grammar.is_open(variant) and grammar.count_consistent(variant) >= min_set and caption not in taken:
+            return caption
+    raise RuntimeError(f"no new open variant of {grammar.scene_caption(scene)!r} in {draws} draws")
+
+
+@functools.cache
+def _toyworld_open(category: str) -> tuple[str, ...]:
+    """The first TOYWORLD_SIZE open prompts: full prompt i's scene gives an open variant drawn with the seed
+    "toyworld-open-<cat>-<i>", or none when every variant it has is taken (the stream goes on past the full
+    list's 100 where it must)."""
+    out: list[str] = []
+    size = TOYWORLD_SIZE
+    while len(out) < TOYWORLD_SIZE:
+        size *= 2
+        out = []
+        for i, caption in enumerate(_toyworld(category, size)):
+            try:
+                rng = random.Random(f"toyworld-open-{category}-{i}")
+                out.append(open_variant(grammar.parse_caption(caption), rng, set(out), draws=OPEN_LIST_DRAWS))
+            except RuntimeError:
+                continue  # every open variant of this scene is in the list already
+            if len(out) == TOYWORLD_SIZE:
+                break
+    return tuple(out)
 
 
 def t3bench_file(category: str, root: str | os.PathLike | None = None) -> Path:
@@ -116,6 +166,8 @@ def prompt_list(name: str | os.PathLike, root: str | os.PathLike | None = None) 
     category = category_of(name)
     if category is None:
         return read_prompt_file(name)
+    if name.startswith("toyworld_open_"):
+        return list(_toyworld_open(category))
     if name.startswith("toyworld_"):
         return list(_toyworld(category))
     return read_prompt_file(t3bench_file(category, root))

@@ -3,8 +3,8 @@
 import pytest
 from omegaconf import OmegaConf
 
-from lods.prompts import LISTS, T3BENCH_ENV, category_of, main, prompt_at, prompt_list
-from lods.toyworld.grammar import CATEGORIES, parse_caption
+from lods.prompts import LISTS, OPEN_MIN_SET, T3BENCH_ENV, category_of, main, prompt_at, prompt_list
+from lods.toyworld.grammar import CATEGORIES, consistent_scenes, count_consistent, is_open, parse_caption
 from lods.training import train
 
 from .helpers import make_config
@@ -29,9 +29,9 @@ def fake_t3bench(tmp_path, monkeypatch):
 
 
 def test_builtin_names_and_categories():
-    assert set(LISTS) == {f"{source}_{c}" for source in ("toyworld", "t3bench") for c in CATEGORIES}
+    assert set(LISTS) == {f"{source}_{c}" for source in ("toyworld", "toyworld_open", "t3bench") for c in CATEGORIES}
     for name in LISTS:
-        assert category_of(name) == name.split("_", 1)[1]
+        assert category_of(name) == name.rsplit("_", 1)[1]
     assert category_of("my_prompts.txt") is None
 
 
@@ -44,11 +44,23 @@ def test_toyworld_list_is_100_distinct_captions_of_its_category(category):
     assert prompt_list(f"toyworld_{category}") == prompts[:100]  # fixed across calls, callers get a copy
 
 
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_toyworld_open_list_is_100_distinct_open_captions_of_its_category(category):
+    prompts = prompt_list(f"toyworld_open_{category}")
+    assert len(prompts) == 100 and len(set(prompts)) == 100
+    assert all(is_open(p) and count_consistent(p) >= OPEN_MIN_SET for p in prompts)
+    assert {scene.category for scene in consistent_scenes(prompts[0])} == {category}
+    # Drawn from the full list's scene stream: its first prompt is a variant of the first full prompt's scene.
+    assert parse_caption(prompt_at(f"toyworld_{category}", 0)) in consistent_scenes(prompts[0])
+
+
 def test_toyworld_lists_are_pinned():
     # The lists are a benchmark: a change of the grammar or of its sampler must not change them silently.
     assert prompt_at("toyworld_single", 0) == "a striped white cylinder with a blue front"
     assert prompt_at("toyworld_multiple", 1) == "an orange cube on top of a purple cube on top of a yellow cube"
     assert prompt_at("toyworld_surroundings", 99) == prompt_list("toyworld_surroundings")[-1]
+    assert prompt_at("toyworld_open_single", 0) == "a striped object with a blue front"
+    assert prompt_at("toyworld_open_multiple", 1) == "an object on top of a purple object on top of an object"
 
 
 def test_prompt_at_errors_name_the_bad_value_and_the_allowed_ones():

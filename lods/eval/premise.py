@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 
 from lods.eval.distill_table import GENERATION_PRIORS
+from lods.prompts import open_variant
 from lods.toyworld import grammar
 
 NUM_PARTICLES = 4
@@ -81,7 +82,6 @@ SETTINGS = "settings.json"
 DEFAULT_BUDGET_MINUTES = 90.0
 CALIBRATION_STEPS = 6
 MIN_STEPS = 10
-MAX_DRAWS = 1000  # open variants tried per scene before giving up (never reached in practice)
 
 assert {o.split("=", 1)[1] for o, *_ in PRIORS.values()} <= set(GENERATION_PRIORS)
 
@@ -105,15 +105,6 @@ class Caption:
     @property
     def key(self) -> str:
         return f"{self.kind}-{self.category}-{hashlib.sha1(self.text.encode()).hexdigest()[:10]}"
-
-
-def _open_variant(scene: grammar.Scene, view: str, rng: random.Random, taken: set[str], min_set: int) -> str:
-    for _ in range(MAX_DRAWS):
-        variant = grammar.sample_open_caption(scene, rng)
-        caption = grammar.with_view_suffix(variant, view)
-        if grammar.is_open(variant) and grammar.count_consistent(variant) >= min_set and caption not in taken:
-            return caption
-    raise RuntimeError(f"no new open variant of {grammar.scene_caption(scene)!r} in {MAX_DRAWS} draws")
 
 
 def select_captions(
@@ -143,7 +134,8 @@ def select_captions(
                 scenes.append((scene, view))
         taken: set[str] = set()
         for i, (scene, view) in enumerate(scenes[:n_open]):
-            text = _open_variant(scene, view, random.Random(f"premise-{seed}-{category}-{i}"), taken, NUM_PARTICLES)
+            rng_i = random.Random(f"premise-{seed}-{category}-{i}")
+            text = open_variant(scene, rng_i, taken, NUM_PARTICLES, view)
             taken.add(text)
             size = grammar.count_consistent(grammar.strip_view_suffix(text))
             out.append(Caption(text, "open", category, grammar.scene_caption(scene), size))
