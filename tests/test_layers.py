@@ -17,7 +17,7 @@ LAYERS = (
     ("system and exports", ("lods.system", "lods.export")),
     ("parts", ("lods.backbones", "lods.priors", "lods.tasks", "lods.eval.clip", "lods.eval.ground_truth")),
     ("diffusion", ("lods.diffusion",)),
-    ("foundations", ("lods.cameras", "lods.schedules", "lods.utils", "lods.config")),
+    ("foundations", ("lods.cameras", "lods.schedules", "lods.utils", "lods.config", "lods.stats")),
 )  # fmt: skip
 # Outside the layering: the toyworld (its own package, beside the layers) and the prompt lists built on it.
 OUTSIDE = ("lods.toyworld", "lods.prompts", "lods.models")

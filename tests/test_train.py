@@ -1,5 +1,6 @@
 """End-to-end runs of train() on the tiny pipeline: every prior, outputs, determinism, resume, failures."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -110,10 +111,11 @@ def test_a_crashed_run_resumes_to_the_same_result(tmp_path, prior, monkeypatch):
 
     metrics = train(make_config([f"resume={tmp_path / 'crashed'}"]))
     assert metrics["steps"] == 6
-    logged = [
-        int(float(line.split(",")[-1])) for line in (tmp_path / "crashed" / "metrics.csv").read_text().splitlines()[1:]
-    ]
+    with (tmp_path / "crashed" / "metrics.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    logged = [int(float(r["step"])) for r in rows if not r.get("wall_seconds")]
     assert logged == list(range(6))  # the history before the crash is kept, each step logged once
+    assert [int(float(r["step"])) for r in rows if r.get("wall_seconds")] == [6]  # and the final row once
     assert torch.equal(final_image(tmp_path / "crashed"), final_image(tmp_path / "straight"))
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     resumed = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
