@@ -129,7 +129,7 @@ or any diffusers SD-format loader.
 - VAE {training["vae_steps"]} steps, then text encoder + U-Net {training["diffusion_steps"]} steps (EMA of the
   U-Net ships); seed {training["seed"]}.
 - Wall time: {training["wall_seconds_this_invocation"] / 60:.0f} min ({training["wall_seconds_this_invocation"]} s, all
-  stages in one invocation) on {training["hardware"]}.
+  stages in one invocation) on {training["hardware"]}.{_wall_note(training)}
 - Reproduce: `make toyworld-prior` (then `make toyworld-card` rewrites this card from new measurements).
 
 ## Sample quality against ground truth
@@ -147,6 +147,11 @@ silhouette). The samples are in `samples.png` (one row per category), every numb
 Trained for about an hour on CPU: it knows the toyworld's colours and shapes far better than its
 compositions; read the table above before trusting a category.
 """
+
+
+def _wall_note(training: dict) -> str:
+    """training.json's "wall_note", when whoever ran the training recorded what the wall time includes."""
+    return f" {training['wall_note']}" if training.get("wall_note") else ""
 
 
 def _caption_mix(training: dict) -> str:
