@@ -53,6 +53,7 @@ COMPARED = (
     ("gt/delta_e", "ΔE", -1),
     ("gt/saturation_bias", "abs. sat. bias", "abs"),
     ("gt/floater_mass", "floaters", -1),
+    ("gt/marker_missing", "marker missing", -1),
     ("gt/marker_misplaced", "Janus", -1),
     ("gt/distinct_scenes", "distinct scenes", 1),
     ("gt/validity@0.5", "validity", 1),
@@ -117,7 +118,7 @@ def compare(rows: list[dict], a: str, b: str, metrics=COMPARED, seed: int = 0) -
     """Prior ``a`` minus prior ``b`` over the runs they share (same backbone, prompt and seed), per backbone
     and category (and "all"): {backbone: {category: {metric: PairedDifference.as_dict()}}}, only where
     both priors ran. The bootstrap of every cell is seeded with ``seed`` (see :mod:`lods.stats`)."""
-    values: dict = defaultdict(lambda: defaultdict(dict))  # (backbone, prior) -> category -> [(key, metrics)]
+    values: dict = defaultdict(lambda: defaultdict(dict))  # (backbone, prior) -> category -> (prompt, seed) -> metrics
     for row in rows:
         if row["prior"] in (a, b):
             key = (row["prompt"], row["seed"])
@@ -162,7 +163,8 @@ def comparison_markdown(diffs: dict) -> str:
     lines.append(
         "A - B over the runs both priors made (same backbone, prompt and seed): mean difference, bootstrap 95% "
         "interval of the mean, and the share of pairs A wins (ties half). * = the interval excludes zero. "
-        "abs. sat. bias compares distances from zero (lower is better), as ΔE, floaters and Janus; the others are "
+        "abs. sat. bias compares distances from zero (lower is better), as ΔE, floaters and the marker rates; the "
+        "others are "
         "better higher."
     )
     backbones = sorted({backbone for pair in diffs.values() for backbone in pair})
