@@ -24,7 +24,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
-from lods.runs import read_config, read_metrics
+from lods.runs import CONFIG_FILE, read_config, read_metrics
 from lods.stats import PairedDifference, format_difference, paired_difference
 from lods.toyworld.grammar import CATEGORIES
 from lods.toyworld.metrics import aggregate as aggregate_metrics
@@ -79,7 +79,8 @@ def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
         if hydra_file.is_file():
             choices = OmegaConf.to_container(OmegaConf.load(hydra_file).hydra.runtime.choices)
         prior = choices.get("prior") or metrics.get("prior")
-        config = read_config(run_dir)
+        # A folder holding only metrics.json (results copied without their run) still counts, without a seed.
+        config = read_config(run_dir) if by or (run_dir / CONFIG_FILE).is_file() else OmegaConf.create()
         if by:
             prior = f"{prior} @ {OmegaConf.select(config, by)}"
         rows.append(
