@@ -82,6 +82,36 @@ def test_table_splits_open_from_full_and_averages():
     assert "| lods_embedding | open | 2 | 10.50 | 0.250 |" in text and "2.00e-02 |" in text
 
 
+def _paired_record(prior, kind, scene, psnr, iou):
+    return {**_record(prior, kind, psnr, iou, 1.0, 1.0), "scene": scene, "seed": 0}
+
+
+def test_paired_differences_and_open_caption_costs_of_known_values():
+    records = []
+    for i in range(5):
+        scene = f"scene {i}"
+        records += [
+            _paired_record("sds_ref", "open", scene, 10.0 + i, 0.5),  # unguided: loses 5 dB on open captions
+            _paired_record("sds_ref", "full", scene, 15.0 + i, 0.5),
+            _paired_record("sds@30", "open", scene, 13.0 + i, 0.5),  # guided: loses 1 dB
+            _paired_record("sds@30", "full", scene, 14.0 + i, 0.5),
+        ]
+    diffs = premise.differences(records)
+    opened, full = diffs["open"]["sds@30 - sds_ref"], diffs["full"]["sds@30 - sds_ref"]
+    assert opened["psnr"]["n"] == 5 and opened["psnr"]["mean"] == pytest.approx(3.0) and opened["psnr"]["excludes_zero"]
+    assert opened["psnr"]["win_rate"] == 1.0
+    assert full["psnr"]["mean"] == pytest.approx(-1.0) and full["psnr"]["win_rate"] == 0.0
+    assert opened["iou"]["mean"] == 0.0 and not opened["iou"]["excludes_zero"]  # no difference, no star
+    gaps = premise.open_gaps(records)
+    assert gaps["sds_ref"]["psnr"]["mean"] == pytest.approx(-5.0) and gaps["sds@30"]["psnr"]["mean"] == pytest.approx(
+        -1.0
+    )
+    assert gaps["sds@30 - sds_ref"]["psnr"]["mean"] == pytest.approx(4.0)  # guidance copes better with open captions
+    text = premise.differences_markdown(diffs, gaps)
+    assert "| sds@30 - sds_ref | 5 | +3.000* [+3.000, +3.000] 100% |" in text
+    assert premise.differences([r for r in records if r["prior"] != "sds_ref"]) == {}  # no baseline: no rows
+
+
 def test_embedding_movement_of_a_known_change():
     alpha_0 = torch.tensor([[3.0, 4.0]])
     moved = premise.embedding_movement(alpha_0, alpha_0 + torch.tensor([[0.3, -0.4]]))

@@ -331,30 +331,35 @@ def make_record(spec: RunSpec, metrics: dict, run_dir: Path, out: Path) -> dict:
     }
 
 
-def _write_json(path: Path, data) -> None:
+def write_json(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 
-def run_one(spec: RunSpec, steps: int, out: Path, model: str, extra: Sequence[str], accelerator: str) -> dict:
-    """One run's record: read back when finished (premise.json), else trained (or resumed) and recorded."""
+def train_or_resume(run_dir: Path, overrides: Sequence[str], steps: int, accelerator: str) -> dict:
+    """The metrics.json of the run in ``run_dir``: read back when it finished, resumed from its last checkpoint
+    when it stopped after one, else trained from the start (:func:`lods.training.run_quietly`)."""
     from lods.config import compose_config
     from lods.runs import RESULT_FILE, last_checkpoint, read_metrics
     from lods.training import run_quietly, train
 
+    if (run_dir / RESULT_FILE).is_file():  # trained, stopped before its record was written
+        return read_metrics(run_dir)
+    if last_checkpoint(run_dir) is not None:  # stopped after its last checkpoint: train() resumes it
+        return train(compose_config([f"resume='{run_dir}'"]))
+    return run_quietly(list(overrides), steps, run_dir, accelerator)
+
+
+def run_one(spec: RunSpec, steps: int, out: Path, model: str, extra: Sequence[str], accelerator: str) -> dict:
+    """One run's record: read back when finished (premise.json), else trained (or resumed) and recorded."""
     run_dir = spec.directory(out)
     record_file = run_dir / RECORD
     if record_file.is_file():
         return json.loads(record_file.read_text())
-    if (run_dir / RESULT_FILE).is_file():  # trained, stopped before its record was written
-        metrics = read_metrics(run_dir)
-    elif last_checkpoint(run_dir) is not None:  # stopped after its last checkpoint: train() resumes it
-        metrics = train(compose_config([f"resume='{run_dir}'"]))
-    else:
-        metrics = run_quietly(spec.overrides(model, extra), steps, run_dir, accelerator)
+    metrics = train_or_resume(run_dir, spec.overrides(model, extra), steps, accelerator)
     record = make_record(spec, metrics, run_dir, out)
-    _write_json(record_file, record)
+    write_json(record_file, record)
     return record
 
 
@@ -429,6 +434,121 @@ def markdown(table: dict, settings: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+PAIRED = (  # (key of flat(), title, direction for lods.stats.paired_difference)
+    ("psnr", "PSNR", 1),
+    ("iou", "IoU", 1),
+    ("delta_e", "delta-E", -1),
+    ("saturation_bias", "abs. sat. bias", "abs"),
+    ("distinct_scenes", "distinct scenes", 1),
+    ("validity", "validity@0.5", 1),
+)
+GAP_METRICS = ("psnr", "iou", "delta_e", "saturation_bias")  # diversity is 1 scene on a full caption by construction
+DEFAULT_BASELINE = "sds_ref"
+
+
+def _values(records: Sequence[dict], prior: str, kind: str) -> dict[tuple[str, int], dict[str, float]]:
+    """(scene, seed) -> flat(record) of ``prior``'s runs on ``kind`` captions (open caption i and full caption i
+    share their scene, so the key pairs across priors and across kinds)."""
+    return {(r["scene"], r["seed"]): flat(r) for r in records if r["prior"] == prior and r["kind"] == kind}
+
+
+def _paired(a: dict, b: dict, key: str, direction) -> dict:
+    from lods.stats import paired_difference
+
+    return paired_difference(
+        {k: v.get(key, math.nan) for k, v in a.items()}, {k: v.get(key, math.nan) for k, v in b.items()}, direction
+    ).as_dict()
+
+
+def differences(records: Sequence[dict], baseline: str = DEFAULT_BASELINE) -> dict:
+    """{kind: {"<prior> - <baseline>": {metric: PairedDifference.as_dict()}}}: each prior against ``baseline``
+    on the same captions and seeds (bootstrap 95% intervals, win rates; :mod:`lods.stats`)."""
+    priors = _ordered({r["prior"] for r in records})
+    out: dict = {}
+    if baseline not in priors:
+        return out
+    for kind in KINDS:
+        base = _values(records, baseline, kind)
+        rows = {}
+        for prior in priors:
+            mine = _values(records, prior, kind)
+            if prior != baseline and mine and base:
+                rows[f"{prior} - {baseline}"] = {key: _paired(mine, base, key, d) for key, _, d in PAIRED}
+        if rows:
+            out[kind] = rows
+    return out
+
+
+def open_gaps(records: Sequence[dict], baseline: str = DEFAULT_BASELINE) -> dict:
+    """What leaving things unsaid costs each prior: {prior: {metric: open minus full}}, paired by scene and seed
+    (open caption i names a set containing full caption i's scene; the open run scores against its best match);
+    and, under "<prior> - <baseline>", the difference of those costs (a prior that copes with open captions
+    better than the baseline has a positive PSNR / IoU entry)."""
+    priors = _ordered({r["prior"] for r in records})
+    gaps = {}
+    for prior in priors:
+        opened, full = _values(records, prior, "open"), _values(records, prior, "full")
+        keys = [k for k in opened if k in full]
+        if keys:
+            gaps[prior] = {
+                k: {m: opened[k].get(m, math.nan) - full[k].get(m, math.nan) for m in GAP_METRICS} for k in keys
+            }
+    out: dict = {}
+    for prior, gap in gaps.items():
+        out[prior] = {m: _paired(gap, {k: dict.fromkeys(GAP_METRICS, 0.0) for k in gap}, m, 1) for m in GAP_METRICS}
+    if baseline in gaps:
+        for prior, gap in gaps.items():
+            if prior != baseline:
+                directions = {key: d for key, _, d in PAIRED}
+                out[f"{prior} - {baseline}"] = {
+                    m: _paired(gap, gaps[baseline], m, directions[m] if directions[m] != "abs" else -1)
+                    for m in GAP_METRICS
+                }
+    return out
+
+
+def differences_markdown(diffs: dict, gaps: dict) -> str:
+    from lods.stats import PairedDifference, format_difference
+
+    def cell(d: dict) -> str:
+        fields = {k: d[k] for k in ("n", "mean", "low", "high", "win_rate")}
+        return format_difference(PairedDifference(**fields), "{:+.3f}" if abs(d["mean"]) < 10 else "{:+.1f}")
+
+    lines = []
+    for kind, rows in diffs.items():
+        titles = [t for _, t, _ in PAIRED]
+        lines += [
+            "",
+            f"## {kind} captions: paired differences",
+            "",
+            "A - B over the same captions and seeds: mean, bootstrap 95% interval, A's win rate (ties half); "
+            "* = the interval excludes zero. abs. sat. bias compares distances from zero; delta-E is better lower.",
+            "",
+            "| A - B | pairs | " + " | ".join(titles) + " |",
+            "|---|---:|" + "---|" * len(titles),
+        ]
+        for name, cells in rows.items():
+            n = max(c["n"] for c in cells.values())
+            lines.append(f"| {name} | {n} | " + " | ".join(cell(cells[k]) for k, _, _ in PAIRED) + " |")
+    if gaps:
+        lines += [
+            "",
+            "## what an open caption costs: open minus full, paired by scene",
+            "",
+            "Open caption i names a set of scenes that holds full caption i's scene, with the same view; a row "
+            "`prior` is that prior's open-minus-full difference (its win rate: the share of scenes where the open "
+            "caption scored higher), a row `A - B` the difference of two priors' costs (positive PSNR / IoU: A "
+            "loses less than B; negative delta-E and sat. bias: A's rises less).",
+            "",
+            "| prior | pairs | " + " | ".join(GAP_METRICS) + " |",
+            "|---|---:|" + "---|" * len(GAP_METRICS),
+        ]
+        for name, cells in gaps.items():
+            n = max(c["n"] for c in cells.values())
+            lines.append(f"| {name} | {n} | " + " | ".join(cell(cells[m]) for m in GAP_METRICS) + " |")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def finished_records(out: Path) -> list[dict]:
     """Every finished run's record in a folder, in table order."""
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"*/*/*/{RECORD}"))]
@@ -439,8 +559,12 @@ def finished_records(out: Path) -> list[dict]:
 def write_outputs(out: Path, settings: dict) -> dict:
     records = finished_records(out)
     table = summarize(records)
-    _write_json(out / "results.json", {"settings": settings, "runs": records, "table": table})
-    (out / "table.md").write_text(markdown(table, settings))
+    diffs, gaps = differences(records), open_gaps(records)
+    write_json(
+        out / "results.json",
+        {"settings": settings, "runs": records, "table": table, "differences": diffs, "open_minus_full": gaps},
+    )
+    (out / "table.md").write_text(markdown(table, settings) + differences_markdown(diffs, gaps))
     return table
 
 
@@ -553,13 +677,14 @@ def _settings(args, steps: int) -> dict:
     return {"steps": steps, "model": args.model, "overrides": list(args.override), "num_particles": NUM_PARTICLES}
 
 
-def _fixed_settings(out: Path, args) -> dict | None:
-    """The folder's settings (settings.json); PremiseError when the options ask for others."""
+def fixed_settings(out: Path, asked: dict, from_folder: Sequence[str] = ()) -> dict | None:
+    """The folder's settings (``out``/settings.json, None before its first launch); PremiseError when ``asked``
+    differs from them (keys in ``from_folder``, options the command line left unset, are the folder's)."""
     path = out / SETTINGS
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    asked = _settings(args, args.steps if args.steps is not None else saved["steps"])
+    asked = {**asked, **{k: saved.get(k) for k in from_folder}}
     differ = [f"{k}: {saved.get(k)!r} there, {v!r} asked" for k, v in asked.items() if saved.get(k) != v]
     if differ:
         raise PremiseError(
@@ -569,7 +694,7 @@ def _fixed_settings(out: Path, args) -> dict | None:
     return saved
 
 
-def _quiet() -> None:
+def quiet_logs() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lods.training"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -584,7 +709,7 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    _quiet()
+    quiet_logs()
     specs = [RunSpec(p, c, s) for p in args.priors for s in args.seeds for c in args.captions]
     counts = {k: sum(c.kind == k for c in args.captions) for k in KINDS}
     print(
@@ -598,7 +723,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {"captions": [asdict(c) for c in args.captions]}
     out = args.out
     try:
-        saved = _fixed_settings(out, args)
+        saved = fixed_settings(out, _settings(args, args.steps), () if args.steps is not None else ("steps",))
     except PremiseError as error:
         raise SystemExit(f"error: {error}") from None
     steps = saved["steps"] if saved else args.steps
@@ -621,7 +746,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = _settings(args, steps)
     out.mkdir(parents=True, exist_ok=True)
     if saved is None:
-        _write_json(out / SETTINGS, settings)
+        write_json(out / SETTINGS, settings)
     started = time.perf_counter()
     for i, spec in enumerate(specs, 1):
         done = (spec.directory(out) / RECORD).is_file()

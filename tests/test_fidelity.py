@@ -1,0 +1,109 @@
+"""python -m lods.eval.fidelity: like-with-like scoring, the gap table, options, a relaunch (fast: model=tiny)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from lods.eval import fidelity
+from lods.toyworld.render import EVAL_VIEWS, render_caption
+
+CAPTION = "a red cube"
+
+
+def _renders(caption: str) -> torch.Tensor:
+    return render_caption(caption, [a for a, _ in EVAL_VIEWS], [e for _, e in EVAL_VIEWS], 32).rgb
+
+
+def test_ground_truth_at_the_evaluation_views_scores_perfectly_and_another_scene_does_not():
+    perfect = fidelity.score_views(_renders(CAPTION), CAPTION, EVAL_VIEWS)
+    assert perfect["psnr"] == 100.0 and perfect["iou"] == 1.0 and perfect["delta_e"] == 0.0
+    other = fidelity.score_views(_renders("a blue sphere"), CAPTION, EVAL_VIEWS)
+    assert other["psnr"] < 30.0 and other["iou"] < 1.0 and other["delta_e"] > 10.0
+    with pytest.raises(ValueError, match="3 images for 8 views"):
+        fidelity.score_views(_renders(CAPTION)[:3], CAPTION, EVAL_VIEWS)
+
+
+def test_view_captions_follow_the_view_words():
+    captions = fidelity.view_captions(CAPTION, [(0.0, 15.0), (90.0, 15.0), (180.0, 15.0), (0.0, 80.0)])
+    assert captions == [f"{CAPTION}, {w} view" for w in ("front", "side", "back", "overhead")]
+
+
+def _bound(prompt, category, psnr, iou):
+    return {"prompt": prompt, "category": category, "metrics": _metrics(psnr, iou)}
+
+
+def _metrics(psnr, iou):
+    return {"psnr": psnr, "iou": iou, "ssim": 0.8, "delta_e": 10.0, "saturation_bias": 0.0}
+
+
+def _run(backbone, prior, prompt, category, psnr, iou, seed=0):
+    return {
+        "backbone": backbone,
+        "prior": prior,
+        "prompt": prompt,
+        "category": category,
+        "seed": seed,
+        "metrics": _metrics(psnr, iou),
+        "exact": {"psnr": psnr - 1, "iou": iou},
+    }
+
+
+def test_the_gap_is_bound_minus_result_paired_by_prompt_with_seeds_averaged_first():
+    bounds = [_bound(f"p{i}", "single", 20.0 + i, 0.9) for i in range(4)]
+    bounds.append(_bound("q", "multiple", 18.0, 0.8))
+    runs = [_run("gaussians", "sds", f"p{i}", "single", 19.0 + i, 0.88) for i in range(4)]  # 1 dB, 0.02 below
+    runs += [_run("gaussians", "sds", "p0", "single", 17.0, 0.88, seed=1)]  # p0: seeds average to 18 dB
+    runs += [_run("nerf", "sds", f"p{i}", "single", 15.0 + i, 0.5) for i in range(4)]  # 5 dB, 0.4 below
+    table = fidelity.summarize(bounds, runs)
+    cell = table["single"]
+    assert cell["bound"]["n"] == 4 and cell["bound"]["psnr"] == pytest.approx(21.5)
+    gaussians = cell["gaussians/sds"]
+    assert gaussians["n"] == 4
+    assert gaussians["gap_psnr"]["mean"] == pytest.approx((2.0 + 1 + 1 + 1) / 4)
+    assert gaussians["gap_iou"]["mean"] == pytest.approx(0.02)
+    assert cell["nerf/sds"]["gap_psnr"]["mean"] == pytest.approx(5.0)
+    assert "multiple" in table and "gaussians/sds" not in table["multiple"]  # no run there: bound only
+    assert table["all"]["gaussians/sds"]["n"] == 4
+    text = fidelity.markdown(
+        table, {"steps": 1000, "model": "toyworld", "bound_steps": 50, "bound_guidance": 7.5, "bound_seeds": [0]}
+    )
+    single = [line for line in text.splitlines() if line.startswith("| single |")]
+    assert [line.split(" | ")[1] for line in single] == ["2D bound", "gaussians/sds", "nerf/sds"]
+    assert single[1].split(" | ")[9] == "yes" and single[2].split(" | ")[9] == "no"  # 1.25 dB <= 2; 5 dB > 3
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--priors", "sds,dreamfusion"], ["'dreamfusion'", "lods_embedding"]),
+        (["--backbones", "mesh"], ["'mesh'", "gaussians, nerf"]),
+        (["--categories", "animals"], ["'animals'", "single, surroundings, multiple"]),
+        (["--prompts", "0"], ["got 0"]),
+        (["--seeds", "a"], ["'a'"]),
+        (["--steps", "0"], ["got 0"]),
+    ],
+)
+def test_bad_options_fail_naming_the_bad_value_and_the_allowed_ones(argv, named, capsys):
+    with pytest.raises(SystemExit):
+        fidelity.parse_args(argv)
+    err = capsys.readouterr().err
+    for text in named:
+        assert text in err
+
+
+def test_runs_are_recorded_and_a_relaunch_reads_them_back(tmp_path):
+    argv = ["--model", "tiny", "--prompts", "1", "--categories", "single", "--backbones", "gaussians"]
+    argv += ["--priors", "sds", "--steps", "2", "--out", str(tmp_path)]
+    fidelity.main(argv)
+    (record_file,) = tmp_path.glob("runs/gaussians/sds/seed0/*/fidelity.json")
+    record = json.loads(record_file.read_text())
+    assert record["steps"] == 2 and record["prompt"] == fidelity.select_prompts(1, ["single"])[0].text
+    assert set(record["metrics"]) == set(fidelity.METRICS) and all(math.isfinite(v) for v in record["metrics"].values())
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "table.md").is_file()
+    stamp = record_file.stat().st_mtime_ns
+    fidelity.main(argv)
+    assert record_file.stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit, match="other settings"):
+        fidelity.main([*argv[:-4], "--steps", "3", "--out", str(tmp_path)])
