@@ -143,6 +143,7 @@ def test_lora_movement_of_a_known_change():
         (["--categories", "single,crowd"], ["'crowd'", "single", "surroundings", "multiple"]),
         (["--seeds", "0,x"], ["--seeds", "0,x"]),
         (["--steps", "0"], ["--steps", "0"]),
+        (["--prior-samples", "7.5,0.5"], ["--prior-samples", "7.5,0.5", ">= 1"]),
     ],
 )
 def test_bad_options_fail_naming_the_bad_value_and_the_allowed_ones(argv, named, capsys):
@@ -186,3 +187,17 @@ def test_movement_is_zero_when_nothing_is_learned(tmp_path):
     _main(tmp_path, "--steps", "2", "--priors", "lods_lora", "--full", "0", "--override", "prior.lr=0")
     (record,) = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert record["movement"]["movement"] == 0.0 and record["movement"]["parameter_change"] == 0.0
+
+
+def test_the_priors_own_samples_are_scored_like_the_runs_and_tabulated(model):
+    captions = premise.select_captions(1, 1, categories=["single"])
+    records = premise.prior_sample_records(model, captions, 7.5, steps=2)
+    assert [r["prior"] for r in records] == ["ddim@7.5", "ddim@7.5"]
+    assert [r["kind"] for r in records] == ["open", "full"] and records[0]["scene"] == records[1]["scene"]
+    for record in records:
+        assert set(record["metrics"]) == set(premise.METRICS) and len(record["matched"]) == premise.NUM_PARTICLES
+        assert 1 <= record["diversity"]["distinct_scenes"] <= premise.NUM_PARTICLES
+    assert records[1]["diversity"]["distinct_scenes"] == 1.0  # a full caption names one scene
+    again = premise.prior_sample_records(model, captions, 100.0, steps=2)
+    text = premise.prior_samples_markdown(records + again)
+    assert "| ddim@7.5 | open | 1 |" in text and "| ddim@100 - ddim@7.5 | 1 |" in text

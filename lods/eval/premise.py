@@ -293,10 +293,16 @@ def _diversity_of_full(run_dir: Path, caption: str) -> dict[str, float]:
     """Diversity of a full caption's particles (1 distinct scene by construction; validity from the particles'
     IoUs against their best views, scored on images/final_<i>.png)."""
     from lods.runs import final_images
+
+    return diversity_of_images(final_images(run_dir), caption)
+
+
+def diversity_of_images(images: torch.Tensor, caption: str) -> dict[str, float]:
+    """:func:`lods.toyworld.metrics.diversity` of ``images`` [K, 3, H, W], with validity from each image's IoU
+    against its best match (any caption, full or open)."""
     from lods.toyworld.evaluate import best_matches
     from lods.toyworld.metrics import diversity, image_metrics
 
-    images = final_images(run_dir)
     matches = best_matches(images, caption)
     ious = [image_metrics(image[None], match.gt)["iou"] for image, match in zip(images, matches)]
     return diversity([m.scene for m in matches], grammar.strip_view_suffix(caption), ious)
@@ -391,8 +397,18 @@ def summarize(records: Sequence[dict]) -> dict[str, dict[str, dict[str, float]]]
 
 
 def _ordered(labels) -> list[str]:
+    """PRIORS order, then others (e.g. the prior's own samples, ``ddim@7.5``) by name and guidance."""
     order = list(PRIORS)
-    return sorted(labels, key=lambda label: (order.index(label) if label in order else len(order), label))
+
+    def rank(label: str):
+        name, _, value = label.partition("@")
+        try:
+            number = float(value)
+        except ValueError:
+            number = 0.0
+        return (order.index(label) if label in order else len(order), name, number, label)
+
+    return sorted(labels, key=rank)
 
 
 COLUMNS = (
@@ -406,8 +422,8 @@ COLUMNS = (
 )
 
 
-def markdown(table: dict, settings: dict | None = None) -> str:
-    lines = ["# The premise test in 2D", ""]
+def markdown(table: dict, settings: dict | None = None, title: str = "# The premise test in 2D") -> str:
+    lines = [title, ""]
     if settings:
         lines += [
             f"{settings.get('steps')} steps, {NUM_PARTICLES} particles (backbone=image, latent lr {LATENT_LR:g}), "
@@ -549,6 +565,72 @@ def differences_markdown(diffs: dict, gaps: dict) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+PRIOR_GUIDANCES = (1.0, 7.5, 30.0, 100.0)  # DDIM at CFG 1 is the conditional alone, as sds_ref's score
+PRIOR_SAMPLE_STEPS = 50  # DDIM steps (as the model card)
+PRIOR_SAMPLES = "prior_samples"  # <out>/prior_samples/cfg<g>.json
+
+
+def prior_sample_records(
+    model, captions: Sequence[Caption], guidance: float, steps: int = PRIOR_SAMPLE_STEPS, seed: int = 0
+) -> list[dict]:
+    """The prior's own DDIM samples (eta 0) of every caption, NUM_PARTICLES each at CFG ``guidance`` (caption i
+    seeded ``seed + i``), scored as the distillation runs are; records shaped like the runs' (prior
+    ``ddim@<guidance>``), so that :func:`summarize` and :func:`differences` take them."""
+    from lods.toyworld.evaluate import ground_truth_metrics, sample
+
+    records = []
+    for i, caption in enumerate(captions):
+        images = sample(model, [caption.text] * NUM_PARTICLES, steps, guidance, seed + i)
+        metrics, _ = ground_truth_metrics(images, caption.text)
+        records.append(
+            {
+                "prior": f"ddim@{guidance:g}",
+                "caption": caption.text,
+                "kind": caption.kind,
+                "category": caption.category,
+                "scene": caption.scene,
+                "seed": seed,
+                "metrics": {k: float(metrics[k]) for k in METRICS},
+                "diversity": diversity_of_images(images, caption.text),
+                "matched": metrics["matched"],
+                "movement": None,
+            }
+        )
+    return records
+
+
+def run_prior_samples(out: Path, captions: Sequence[Caption], guidances: Sequence[float], device: str) -> list[dict]:
+    """:func:`prior_sample_records` of the toyworld prior at each guidance, kept in <out>/prior_samples/ (a
+    guidance already there is read back)."""
+    from lods.toyworld.model import load_prior
+
+    model, records = None, []
+    for guidance in guidances:
+        path = out / PRIOR_SAMPLES / f"cfg{guidance:g}.json"
+        if not path.is_file():
+            model = model or load_prior(device=device)
+            started = time.perf_counter()
+            rows = prior_sample_records(model, captions, guidance)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, rows)
+            print(f"  DDIM at CFG {guidance:g}: {len(rows)} captions in {time.perf_counter() - started:.0f} s")
+        records += json.loads(path.read_text())
+    return records
+
+
+def prior_samples_markdown(records: Sequence[dict]) -> str:
+    """The prior's own samples on the premise captions, per guidance, open vs full, and against CFG 1."""
+    if not records:
+        return ""
+    text = markdown(
+        summarize(records),
+        title=f"## The prior's own samples: DDIM ({PRIOR_SAMPLE_STEPS} steps), {NUM_PARTICLES} per caption, same captions",
+    )
+    baseline = _ordered({r["prior"] for r in records})[0]
+    diffs = differences(records, baseline)
+    return "\n" + text + differences_markdown(diffs, open_gaps(records, baseline)).replace("## ", "### ")
+
+
 def finished_records(out: Path) -> list[dict]:
     """Every finished run's record in a folder, in table order."""
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"*/*/*/{RECORD}"))]
@@ -564,7 +646,10 @@ def write_outputs(out: Path, settings: dict) -> dict:
         out / "results.json",
         {"settings": settings, "runs": records, "table": table, "differences": diffs, "open_minus_full": gaps},
     )
-    (out / "table.md").write_text(markdown(table, settings) + differences_markdown(diffs, gaps))
+    samples = [r for p in sorted((out / PRIOR_SAMPLES).glob("cfg*.json")) for r in json.loads(p.read_text())]
+    (out / "table.md").write_text(
+        markdown(table, settings) + differences_markdown(diffs, gaps) + prior_samples_markdown(samples)
+    )
     return table
 
 
@@ -634,6 +719,16 @@ def _seeds(text: str) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
+def _guidances(text: str) -> list[float]:
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not v >= 1.0 for v in values):
+        raise PremiseError(f"--prior-samples takes comma-separated guidance scales >= 1, got '{text}'")
+    return list(dict.fromkeys(values))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m lods.eval.premise", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -654,6 +749,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/premise"))
     parser.add_argument("--plan", action="store_true", help="print the captions and runs, run nothing")
     parser.add_argument("--estimate", action="store_true", help="measure the per-step times, print --steps, stop")
+    parser.add_argument(
+        "--prior-samples",
+        default=None,
+        metavar="CFGS",
+        help="only the prior's own DDIM samples of the captions at these guidances (e.g. 1,7.5,30,100), "
+        "kept in <out>/prior_samples/ and tabulated beside the runs",
+    )
     args = parser.parse_args(argv)
     try:
         if args.steps is not None and args.steps < 1:
@@ -665,6 +767,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.open == 0 and args.full == 0:
             raise PremiseError("--open 0 --full 0: no caption to run; give at least one")
         args.priors = parse_priors(args.priors)
+        if args.prior_samples is not None:
+            args.prior_samples = _guidances(args.prior_samples)
         args.seeds = _seeds(args.seeds)
         args.categories = [c.strip() for c in args.categories.split(",") if c.strip()]
         args.captions = select_captions(args.open, args.full, args.caption_seed, args.categories)
@@ -722,6 +826,17 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {caption.kind:4} {caption.category:12} {caption.set_size:6d}  {caption.text}")
         return {"captions": [asdict(c) for c in args.captions]}
     out = args.out
+    if args.prior_samples is not None:
+        if args.model != "toyworld":
+            raise SystemExit("error: --prior-samples scores against ground truth: it needs --model toyworld")
+        device = "cpu" if args.accelerator == "cpu" else "auto"
+        records = run_prior_samples(out, args.captions, args.prior_samples, device)
+        saved = json.loads((out / SETTINGS).read_text()) if (out / SETTINGS).is_file() else None
+        if saved:
+            write_outputs(out, saved)
+        text = prior_samples_markdown(records)
+        print(text)
+        return {"prior_samples": records}
     try:
         saved = fixed_settings(out, _settings(args, args.steps), () if args.steps is not None else ("steps",))
     except PremiseError as error:
