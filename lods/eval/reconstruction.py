@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -102,18 +103,69 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", required=True, help="a conf/backbone/<name>.yaml (nerf, gaussians)")
     parser.add_argument("--caption", default="a red cube")
+    parser.add_argument(
+        "--per-category",
+        type=int,
+        default=0,
+        help="instead of --caption: the first N prompts of each toyworld list (single, surroundings, multiple), "
+        "each fitted by a fresh backbone, with per-category means",
+    )
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=None, help="write the results here (json)")
     parser.add_argument("overrides", nargs="*", help="backbone key=value overrides")
     args = parser.parse_args(argv)
-    backbone = build_backbone(args.backbone, args.overrides)
-    result = fit(
-        backbone, args.caption, args.steps, batch_size=args.batch_size, seed=args.seed, log_every=args.log_every
-    )
-    print(json.dumps({"backbone": args.backbone, "caption": args.caption, **result}, indent=2))
-    return result
+    if args.per_category < 0:
+        parser.error(f"--per-category must be >= 0, got {args.per_category}")
+    build_backbone(args.backbone, args.overrides)  # a bad name or override fails before any fit
+    if args.per_category:
+        from lods.prompts import prompt_list
+
+        captions = [
+            (category, caption)
+            for category in grammar.CATEGORIES
+            for caption in prompt_list(f"toyworld_{category}")[: args.per_category]
+        ]
+    else:
+        captions = [(grammar.parse_caption(args.caption).category, args.caption)]
+    rows = []
+    for category, caption in captions:
+        result = fit(
+            build_backbone(args.backbone, args.overrides),
+            caption,
+            args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            log_every=args.log_every,
+        )
+        rows.append({"category": category, "caption": caption, **result})
+        print(json.dumps({"backbone": args.backbone, **rows[-1]}), flush=True)
+    per_category = {}
+    for category in [*grammar.CATEGORIES, "all"]:
+        mine = [r for r in rows if category in ("all", r["category"])]
+        if mine:
+            per_category[category] = {
+                k: sum(r[k] for r in mine) / len(mine) for k in ("psnr_train", "psnr_heldout", "seconds")
+            } | {"count": len(mine)}
+    report = {
+        "backbone": args.backbone,
+        "overrides": args.overrides,
+        "steps": args.steps,
+        "per_category": per_category,
+        "fits": rows,
+    }
+    if len(rows) > 1:
+        for category, means in per_category.items():
+            print(
+                f"{category:12} n={means['count']}: held-out PSNR {means['psnr_heldout']:.2f} dB, "
+                f"train {means['psnr_train']:.2f} dB, {means['seconds']:.0f} s per fit"
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return rows[0] if len(rows) == 1 else report
 
 
 if __name__ == "__main__":

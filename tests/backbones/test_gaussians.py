@@ -502,3 +502,17 @@ def test_reconstructs_a_red_cube_from_posed_views():
     backbone = build_backbone("gaussians", ["grow_grad2d=2e-4"])
     result = fit(backbone, "a red cube", steps=300)
     assert result["psnr_heldout"] > 29.0, result
+
+
+def test_reconstruction_per_category_fits_one_prompt_of_each_and_averages(tmp_path):
+    import json
+
+    from lods.eval.reconstruction import main
+
+    out = tmp_path / "fits.json"
+    report = main(["--backbone", "gaussians", "--per-category", "1", "--steps", "2", "--log-every", "0"]
+                  + ["--out", str(out), "num_points=50"])  # fmt: skip
+    assert [f["category"] for f in report["fits"]] == ["single", "surroundings", "multiple"]
+    assert report["per_category"]["all"]["count"] == 3 and json.loads(out.read_text()) == report
+    mean = sum(f["psnr_heldout"] for f in report["fits"]) / 3
+    assert report["per_category"]["all"]["psnr_heldout"] == pytest.approx(mean)
