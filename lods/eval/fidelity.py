@@ -347,7 +347,8 @@ def finished(out: Path) -> tuple[list[dict], list[dict]]:
 
 def write_grid(out: Path, prompts: Sequence[Prompt], runs: Sequence[dict]) -> Path | None:
     """grid.png: one row per prompt; per grid view (front, side, back) the ground truth, the bound's first seed
-    and every finished result (in table order), at the evaluation elevation."""
+    and every finished result (in table order; blank where the run's images/final_*.png are missing), at the
+    evaluation elevation."""
     import numpy as np
     from PIL import Image
 
@@ -368,13 +369,19 @@ def write_grid(out: Path, prompts: Sequence[Prompt], runs: Sequence[dict]) -> Pa
         size = array.shape[1] // len(views)
         bound = torch.from_numpy(array[:size]).permute(2, 0, 1)  # the first seed's row
         gt = render_caption(prompt.text, [views[i][0] for i in picks], [views[i][1] for i in picks], size).rgb
-        mine = {f"{r['backbone']}/{r['prior']}": r for r in runs if r["prompt"] == prompt.text and r["seed"] == 0}
+        mine = {}
+        for r in runs:
+            if r["prompt"] == prompt.text and r["seed"] == 0:
+                try:  # a run whose images are not on this machine (only its record was committed) stays blank
+                    mine[f"{r['backbone']}/{r['prior']}"] = final_images(out / r["run_dir"])
+                except FileNotFoundError:
+                    pass
         for j, i in enumerate(picks):
             rows.append(gt[j])
             rows.append(bound[:, :, i * size : (i + 1) * size])
             for name in names:
                 if name in mine:
-                    rows.append(final_images(out / mine[name]["run_dir"])[i])
+                    rows.append(mine[name][i])
                 else:
                     rows.append(torch.ones(3, size, size))
     if not rows:
