@@ -530,42 +530,35 @@ def differences_markdown(diffs: dict, gaps: dict) -> str:
         fields = {k: d[k] for k in ("n", "mean", "low", "high", "win_rate")}
         return format_difference(PairedDifference(**fields), "{:+.3f}" if abs(d["mean"]) < 10 else "{:+.1f}")
 
-    lines = []
-    for kind, rows in diffs.items():
-        titles = [t for _, t, _ in PAIRED]
-        lines += [
-            "",
-            f"## {kind} captions: paired differences",
-            "",
-            "A - B over the same captions and seeds: mean, bootstrap 95% interval, A's win rate (ties half); "
-            "* = the interval excludes zero. abs. sat. bias compares distances from zero; delta-E is better lower.",
-            "",
-            "| A - B | pairs | " + " | ".join(titles) + " |",
-            "|---|---:|" + "---|" * len(titles),
-        ]
+    def section(title: str, intro: str, columns: Sequence[tuple[str, str]], rows: dict, first: str) -> list[str]:
+        out = ["", title, "", intro, "", f"| {first} | pairs | " + " | ".join(t for _, t in columns) + " |"]
+        out.append("|---|---:|" + "---|" * len(columns))
         for name, cells in rows.items():
             n = max(c["n"] for c in cells.values())
-            lines.append(f"| {name} | {n} | " + " | ".join(cell(cells[k]) for k, _, _ in PAIRED) + " |")
+            out.append(f"| {name} | {n} | " + " | ".join(cell(cells[k]) for k, _ in columns) + " |")
+        return out
+
+    lines = []
+    for kind, rows in diffs.items():
+        intro = (
+            "A - B over the same captions and seeds: mean, bootstrap 95% interval, A's win rate (ties half); "
+            "* = the interval excludes zero. abs. sat. bias compares distances from zero; delta-E is better lower."
+        )
+        lines += section(
+            f"## {kind} captions: paired differences", intro, [(k, t) for k, t, _ in PAIRED], rows, "A - B"
+        )
     if gaps:
-        lines += [
-            "",
-            "## what an open caption costs: open minus full, paired by scene",
-            "",
+        intro = (
             "Open caption i names a set of scenes that holds full caption i's scene, with the same view; a row "
             "`prior` is that prior's open-minus-full difference (its win rate: the share of scenes where the open "
             "caption scored higher), a row `A - B` the difference of two priors' costs (positive PSNR / IoU: A "
-            "loses less than B; negative delta-E and sat. bias: A's rises less).",
-            "",
-            "| prior | pairs | " + " | ".join(GAP_METRICS) + " |",
-            "|---|---:|" + "---|" * len(GAP_METRICS),
-        ]
-        for name, cells in gaps.items():
-            n = max(c["n"] for c in cells.values())
-            lines.append(f"| {name} | {n} | " + " | ".join(cell(cells[m]) for m in GAP_METRICS) + " |")
+            "loses less than B; negative delta-E and sat. bias: A's rises less)."
+        )
+        title = "## what an open caption costs: open minus full, paired by scene"
+        lines += section(title, intro, [(m, m) for m in GAP_METRICS], gaps, "prior")
     return "\n".join(lines) + "\n" if lines else ""
 
 
-PRIOR_GUIDANCES = (1.0, 7.5, 30.0, 100.0)  # DDIM at CFG 1 is the conditional alone, as sds_ref's score
 PRIOR_SAMPLE_STEPS = 50  # DDIM steps (as the model card)
 PRIOR_SAMPLES = "prior_samples"  # <out>/prior_samples/cfg<g>.json
 
