@@ -310,7 +310,7 @@ def markdown(table: dict, settings: dict) -> str:
         f"3D: {settings.get('steps') or 'default'} steps, model={settings['model']}"
         + (f", overrides: {' '.join(settings['overrides'])}" if settings.get("overrides") else "")
         + f"; 2D bound: DDIM {settings['bound_steps']} steps, CFG {settings['bound_guidance']:g}, seeds "
-        f"{settings['bound_seeds']}. Every image is scored against the ground truth at the best view of its view "
+        f"{settings['bound_seeds']}. Every image is scored against the ground truth at the best view among its own and those of its view "
         "word's range (front / side / back), 8 evaluation views; `exact` scores the 3D renders at their own "
         "cameras (the bench's gt/ metrics). gap = bound - result, mean over prompts with a bootstrap 95% interval; "
         "ok: the gap is within the issue's allowance (Gaussians 2 dB, NeRF 3 dB, both 0.05 IoU) on the means.",
