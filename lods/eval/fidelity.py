@@ -222,14 +222,11 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
     record_file = run_dir / RECORD
     if record_file.is_file():
         return json.loads(record_file.read_text())
-    overrides = spec.overrides(model, extra)
-    if steps is not None:
-        metrics = train_or_resume(run_dir, overrides, steps, accelerator)
-    else:  # the trainer's default step count
+    if steps is None:  # the trainer's default (3D) step count
         from lods.config import compose_config
 
-        default_steps = int(compose_config([f"backbone={spec.backbone}", *extra]).trainer.max_steps)
-        metrics = train_or_resume(run_dir, overrides, default_steps, accelerator)
+        steps = int(compose_config([f"backbone={spec.backbone}", *extra]).trainer.max_steps)
+    metrics = train_or_resume(run_dir, spec.overrides(model, extra), steps, accelerator)
     views = run_views(run_dir)
     record = {
         "backbone": spec.backbone,
