@@ -38,8 +38,9 @@ def _metrics(psnr, iou):
     return {"psnr": psnr, "iou": iou, "ssim": 0.8, "delta_e": 10.0, "saturation_bias": 0.0}
 
 
-def _run(backbone, prior, prompt, category, psnr, iou, seed=0):
+def _run(backbone, prior, prompt, category, psnr, iou, seed=0, overrides=None):
     return {
+        **({"prior_overrides": overrides} if overrides else {}),
         "backbone": backbone,
         "prior": prior,
         "prompt": prompt,
@@ -83,6 +84,11 @@ def test_the_gap_is_bound_minus_result_paired_by_prompt_with_seeds_averaged_firs
         (["--prompts", "0"], ["got 0"]),
         (["--seeds", "a"], ["'a'"]),
         (["--steps", "0"], ["got 0"]),
+        (["--priors", "sds@loud"], ["'loud'", "positive"]),
+        (["--priors", "sds@0"], ["'0'", "positive"]),
+        (["--priors", "dds@30"], ["'dds@30'", "lods_embedding"]),
+        (["--variant", "low"], ["'low'", "LABEL=key=value"]),
+        (["--variant", "sds=prior=sds"], ["'sds'", "another"]),
     ],
 )
 def test_bad_options_fail_naming_the_bad_value_and_the_allowed_ones(argv, named, capsys):
@@ -111,3 +117,45 @@ def test_runs_are_recorded_and_a_relaunch_reads_them_back(tmp_path):
     assert record_file.stat().st_mtime_ns == stamp
     with pytest.raises(SystemExit, match="other settings"):
         fidelity.main([*argv[:-4], "--steps", "3", "--out", str(tmp_path)])
+
+
+def test_a_variant_is_tabulated_against_its_priors_defaults_paired_by_prompt():
+    bounds = [_bound(f"p{i}", "single", 20.0, 0.9) for i in range(4)]
+    runs = [_run("gaussians", "sds", f"p{i}", "single", 17.0 + i, 0.80) for i in range(4)]
+    runs += [_run("gaussians", "sds@30", f"p{i}", "single", 18.0 + i, 0.85) for i in range(4)]  # +1 dB each
+    tmax = ["prior=sds", "prior.timesteps.t_max=0.5"]
+    runs += [
+        _run("gaussians", "sds_tmax", f"p{i}", "single", 17.0 + i, 0.80 + 0.01 * (-1) ** i, overrides=tmax)
+        for i in range(4)
+    ]  # no PSNR difference
+    runs += [_run("nerf", "sds@7.5", "p0", "single", 10.0, 0.5)]  # no nerf/sds default: no comparison
+    table = fidelity.summarize(bounds, runs)
+    assert list(table["single"]) == ["bound", "gaussians/sds", "gaussians/sds@30", "gaussians/sds_tmax", "nerf/sds@7.5"]
+    cell = table["single"]
+    assert "vs_default_psnr" not in cell["gaussians/sds"] and "vs_default_psnr" not in cell["nerf/sds@7.5"]
+    better = cell["gaussians/sds@30"]["vs_default_psnr"]
+    assert better["mean"] == pytest.approx(1.0) and better["excludes_zero"] and better["win_rate"] == 1.0
+    same = cell["gaussians/sds_tmax"]["vs_default_psnr"]
+    assert same["mean"] == pytest.approx(0.0) and not same["excludes_zero"]
+    text = fidelity.markdown(
+        table, {"steps": 1000, "model": "toyworld", "bound_steps": 50, "bound_guidance": 7.5, "bound_seeds": [0]}
+    )
+    rows = text.split("## Variants")[1].splitlines()
+    assert any(r.startswith("| single | gaussians/sds@30 | 4 | +1.00 [+1.00, +1.00]* |") for r in rows)
+
+
+def test_labels_map_to_overrides_and_a_reused_label_with_other_overrides_is_refused(tmp_path):
+    assert fidelity.prior_overrides("sds") == ("prior=sds",)
+    assert fidelity.prior_overrides("sds@inf") == ("prior=sds", "prior.guidance_scale=inf")
+    label, overrides = fidelity.parse_variant("sds_t=prior=sds, prior.timesteps.t_max=0.5")
+    assert (label, overrides) == ("sds_t", ("prior=sds", "prior.timesteps.t_max=0.5"))
+    prompt = fidelity.select_prompts(1, ["single"])[0]
+    spec = fidelity.RunSpec("gaussians", "sds@30", prompt, 0)
+    assert spec.directory(tmp_path).parts[-3] == "sds_s30"
+    record = spec.directory(tmp_path) / fidelity.RECORD
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"prior_overrides": ["prior=sds", "prior.guidance_scale=30"]}))
+    assert fidelity.run_one(spec, 2, tmp_path, "tiny", [], "cpu")["prior_overrides"][1].endswith("=30")
+    other = fidelity.RunSpec("gaussians", "sds@30", prompt, 0, ("prior=sds", "prior.guidance_scale=31"))
+    with pytest.raises(fidelity.FidelityError, match="another label"):
+        fidelity.run_one(other, 2, tmp_path, "tiny", [], "cpu")

@@ -92,6 +92,37 @@ def select_prompts(per_category: int, categories: Sequence[str] = grammar.CATEGO
     return out
 
 
+def prior_overrides(label: str, variants: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """The Hydra overrides of a prior label: a name of :data:`PRIORS` (its conf/prior defaults), ``<name>@<s>``
+    (that prior at guidance s, e.g. ``sds@30``), or a ``--variant`` label."""
+    if variants and label in variants:
+        return variants[label]
+    name, at, guidance = label.partition("@")
+    if name not in PRIORS:
+        raise FidelityError(f"unknown prior '{label}' in --priors; choose from: {', '.join(PRIORS)} (or <name>@<s>)")
+    if not at:
+        return PRIORS[name]
+    try:
+        value = float(guidance)
+    except ValueError:
+        value = math.nan
+    if not (value > 0):  # also rejects NaN; inf is a legal guidance
+        raise FidelityError(f"guidance in '{label}' must be a positive number (or inf), got '{guidance}'")
+    return (*PRIORS[name], f"prior.guidance_scale={guidance}")
+
+
+def parse_variant(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``--variant LABEL=OVERRIDE[,OVERRIDE...]``, e.g. ``sds_tmax0.5=prior=sds,prior.timesteps.t_max=0.5``."""
+    label, eq, rest = spec.partition("=")
+    label = label.strip()
+    overrides = tuple(o.strip() for o in rest.split(",") if o.strip())
+    if not eq or not label or not overrides or any("=" not in o for o in overrides):
+        raise FidelityError(f"--variant takes LABEL=key=value[,key=value...], got '{spec}'")
+    if label.partition("@")[0] in PRIORS or "/" in label:
+        raise FidelityError(f"--variant label '{label}' must not be a prior name (or contain '/'); pick another")
+    return label, overrides
+
+
 def _choices(spec: str, allowed: Sequence[str], option: str) -> list[str]:
     names = [n.strip() for n in spec.split(",") if n.strip()]
     for name in names:
@@ -187,18 +218,19 @@ def bound_one(model, prompt: Prompt, views, seeds: Sequence[int], steps: int, gu
 @dataclass(frozen=True)
 class RunSpec:
     backbone: str
-    prior: str
+    prior: str  # a label: a prior name, <name>@<guidance>, or a --variant label
     prompt: Prompt
     seed: int
+    prior_overrides: tuple[str, ...] = ()  # the label's overrides (default: prior_overrides(prior))
 
     def directory(self, out: Path) -> Path:
-        return out / "runs" / self.backbone / self.prior / f"seed{self.seed}" / self.prompt.key
+        return out / "runs" / self.backbone / self.prior.replace("@", "_s") / f"seed{self.seed}" / self.prompt.key
 
     def overrides(self, model: str, extra: Sequence[str]) -> list[str]:
         return [
             f"model={model}",
             f"backbone={self.backbone}",
-            *PRIORS[self.prior],
+            *(self.prior_overrides or prior_overrides(self.prior)),
             f"seed={self.seed}",
             f"prompt='{self.prompt.text}'",
             *RUN_SETTINGS,
@@ -221,7 +253,14 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
     run_dir = spec.directory(out)
     record_file = run_dir / RECORD
     if record_file.is_file():
-        return json.loads(record_file.read_text())
+        record = json.loads(record_file.read_text())
+        asked = list(spec.prior_overrides or prior_overrides(spec.prior))
+        if record.get("prior_overrides", asked) != asked:
+            raise FidelityError(
+                f"{run_dir} ran '{spec.prior}' as {record['prior_overrides']}, not {asked}: give the variant "
+                "another label (or --out another folder)"
+            )
+        return record
     if steps is None:  # the trainer's default (3D) step count
         from lods.config import compose_config
 
@@ -234,6 +273,7 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
         "prompt": spec.prompt.text,
         "category": spec.prompt.category,
         "seed": spec.seed,
+        "prior_overrides": list(spec.prior_overrides or prior_overrides(spec.prior)),
         "steps": metrics.get("steps"),
         "metrics": score_views(final_images(run_dir), spec.prompt.text, views),
         "exact": {k: metrics[f"gt/{k}"] for k in EXACT if isinstance(metrics.get(f"gt/{k}"), (int, float))},
@@ -252,16 +292,20 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
 def summarize(bounds: Sequence[dict], runs: Sequence[dict]) -> dict:
     """{category or "all": {"bound": means, "<backbone>/<prior>": {"result": means, "exact": means, "gap_psnr":
     interval, "gap_iou": interval, "n": prompts}}}: gaps are bound minus result over the prompts both have
-    (a run's seeds averaged first), with bootstrap 95% intervals (lods.stats)."""
+    (a run's seeds averaged first), with bootstrap 95% intervals (lods.stats). A variant (``sds@30``, a
+    ``--variant`` label) also gets ``vs_default_psnr`` / ``vs_default_iou``: variant minus its prior's default
+    run, paired by prompt, when that default ran on the same backbone."""
     from lods.stats import paired_difference
 
     bound_of = {b["prompt"]: b for b in bounds}
+    base_of = {f"{r['backbone']}/{r['prior']}": f"{r['backbone']}/{_base_prior(r)}" for r in runs}
     table: dict = {}
     for category in [*grammar.CATEGORIES, "all"]:
         mine = [b for b in bounds if category in ("all", b["category"])]
         if not mine:
             continue
         cell: dict = {"bound": {**_mean([b["metrics"] for b in mine], METRICS), "n": len(mine)}}
+        results: dict[str, dict[str, dict]] = {}
         for name in _ordered_runs(runs):
             backbone, prior = name.split("/")
             per_prompt: dict[str, list[dict]] = {}
@@ -281,15 +325,40 @@ def summarize(bounds: Sequence[dict], runs: Sequence[dict]) -> dict:
             for key in ("psnr", "iou"):
                 bound_values = {p: b["metrics"][key] for p, b in bound_of.items()}
                 entry[f"gap_{key}"] = paired_difference(bound_values, {p: m[key] for p, m in result.items()}).as_dict()
+            results[name] = result
             cell[name] = entry
+        for name, result in results.items():
+            base = results.get(base_of[name]) if base_of[name] != name else None
+            for key in ("psnr", "iou") if base else ():
+                mine_, theirs = {p: m[key] for p, m in result.items()}, {p: m[key] for p, m in base.items()}
+                cell[name][f"vs_default_{key}"] = paired_difference(mine_, theirs).as_dict()
         table[category] = cell
     return table
 
 
+def _base_prior(record: dict) -> str:
+    """The conf/prior name a run's label stands on (``sds@30`` -> ``sds``; a --variant: its ``prior=`` override)."""
+    for override in record.get("prior_overrides", ()):
+        if override.startswith("prior="):
+            return override.split("=", 1)[1]
+    return record["prior"].partition("@")[0]
+
+
 def _ordered_runs(runs: Sequence[dict]) -> list[str]:
-    names = {f"{r['backbone']}/{r['prior']}" for r in runs}
-    order = [f"{b}/{p}" for b in BACKBONES for p in PRIORS]
-    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+    """Backbone, then prior in PRIORS order, its default first, then its variants by guidance and name."""
+    keys = {}
+    for r in runs:
+        base, label = _base_prior(r), r["prior"]
+        guidance = label.partition("@")[2]
+        rank = (
+            BACKBONES.index(r["backbone"]) if r["backbone"] in BACKBONES else len(BACKBONES),
+            list(PRIORS).index(base) if base in PRIORS else len(PRIORS),
+            label != base,
+            float(guidance) if guidance else math.inf,
+            label,
+        )
+        keys[f"{r['backbone']}/{label}"] = rank
+    return sorted(keys, key=keys.get)
 
 
 def _interval(d: dict, fmt: str) -> str:
@@ -333,6 +402,30 @@ def markdown(table: dict, settings: dict) -> str:
                 f"{_interval(entry['gap_iou'], '{:+.3f}')} | {'yes' if ok else 'no'} | "
                 f"{e.get('psnr', math.nan):.2f} | {e.get('iou', math.nan):.3f} |"
             )
+    variants = [
+        (category, name, entry)
+        for category, cell in table.items()
+        for name, entry in cell.items()
+        if "vs_default_psnr" in entry
+    ]
+    if variants:
+        lines += [
+            "",
+            "## Variants against their prior's defaults",
+            "",
+            "Variant minus the same prior with its conf/prior defaults, same backbone, paired by prompt (bootstrap "
+            "95% interval; * excludes zero).",
+            "",
+            "| category | variant | n | Δ PSNR (dB) | Δ IoU |",
+            "|---|---|---:|---|---|",
+        ]
+        for category, name, entry in variants:
+            cells = [
+                _interval(entry[f"vs_default_{key}"], fmt)
+                + ("*" if entry[f"vs_default_{key}"]["excludes_zero"] else "")
+                for key, fmt in (("psnr", "{:+.2f}"), ("iou", "{:+.3f}"))
+            ]
+            lines.append(f"| {category} | {name} | {entry['vs_default_psnr']['n']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -420,6 +513,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bound-seeds", default="0,1", help="sample seeds of the 2D bound (default 0,1)")
     parser.add_argument("--model", default="toyworld")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override for every 3D run")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=OVERRIDES",
+        help="one more prior configuration, e.g. sds_tmax0.5=prior=sds,prior.timesteps.t_max=0.5 (repeatable); "
+        "tabulated beside, and against, its prior's defaults",
+    )
     parser.add_argument("--accelerator", default="cpu", help="Lightning's accelerator: cpu (default), gpu, auto")
     parser.add_argument("--out", type=Path, default=Path("bench/fidelity"))
     parser.add_argument("--plan", action="store_true", help="print the prompts and runs, run nothing")
@@ -427,7 +528,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.prompt_list = select_prompts(args.prompts, [c.strip() for c in args.categories.split(",") if c.strip()])
-        args.priors = _choices(args.priors, list(PRIORS), "--priors")
+        args.variants = dict(parse_variant(v) for v in args.variant)
+        args.priors = _labels(args.priors, args.variants)
         args.backbones = _choices(args.backbones, BACKBONES, "--backbones")
         args.seeds = _integers(args.seeds, "--seeds")
         args.bound_seeds = _integers(args.bound_seeds, "--bound-seeds")
@@ -438,6 +540,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except FidelityError as error:
         parser.error(str(error))
     return args
+
+
+def _labels(spec: str, variants: dict[str, tuple[str, ...]]) -> list[str]:
+    """--priors' labels (each checked by prior_overrides), then the --variant labels."""
+    labels = [n.strip() for n in spec.split(",") if n.strip()]
+    for label in labels:
+        prior_overrides(label)
+    if not labels and not variants:
+        raise FidelityError(f"--priors is empty; choose from: {', '.join(PRIORS)} (or <name>@<s>)")
+    return list(dict.fromkeys([*labels, *variants]))
 
 
 def _integers(text: str, option: str) -> list[int]:
@@ -456,7 +568,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     quiet_logs()
     specs = [
-        RunSpec(b, p, prompt, s)
+        RunSpec(b, p, prompt, s, prior_overrides(p, args.variants))
         for b in args.backbones
         for p in args.priors
         for prompt in args.prompt_list
@@ -499,7 +611,10 @@ def main(argv: list[str] | None = None) -> dict:
         for i, spec in enumerate(specs, 1):
             t = time.perf_counter()
             done = (spec.directory(out) / RECORD).is_file()
-            record = run_one(spec, args.steps, out, args.model, args.override, args.accelerator)
+            try:
+                record = run_one(spec, args.steps, out, args.model, args.override, args.accelerator)
+            except FidelityError as error:
+                raise SystemExit(f"error: {error}") from None
             m, e = record["metrics"], record["exact"]
             state = "finished before" if done else f"{time.perf_counter() - t:.0f} s"
             print(
