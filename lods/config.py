@@ -14,6 +14,15 @@ def _by_dims(value_2d, value_3d, *, _root_):
     return value_2d if dims == 2 else value_3d
 
 
+TOYWORLD_LOADER = "lods.toyworld.model.load_prior"
+
+
+def _on_toyworld(toyworld_value, other_value, *, _root_):
+    """A default measured on the embedded toyworld prior (``model=toyworld``, shipped or retrained weights),
+    and the papers' value for every other model (Stable Diffusion, model=tiny...)."""
+    return toyworld_value if OmegaConf.select(_root_, "model._target_", default=None) == TOYWORLD_LOADER else other_value
+
+
 def _run_dir(resume, fresh):
     """A resumed run writes into its own directory; a new run gets a fresh, timestamped one."""
     return resume if resume else fresh
@@ -25,7 +34,13 @@ def _hydra_subdir(resume):
 
 
 def register_resolvers() -> None:
-    for name, fn in (("lods.by_dims", _by_dims), ("lods.run_dir", _run_dir), ("lods.hydra_subdir", _hydra_subdir)):
+    resolvers = (
+        ("lods.by_dims", _by_dims),
+        ("lods.on_toyworld", _on_toyworld),
+        ("lods.run_dir", _run_dir),
+        ("lods.hydra_subdir", _hydra_subdir),
+    )
+    for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
