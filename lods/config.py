@@ -20,7 +20,9 @@ TOYWORLD_LOADER = "lods.toyworld.model.load_prior"
 def _on_toyworld(toyworld_value, other_value, *, _root_):
     """A default measured on the embedded toyworld prior (``model=toyworld``, shipped or retrained weights),
     and the papers' value for every other model (Stable Diffusion, model=tiny...)."""
-    return toyworld_value if OmegaConf.select(_root_, "model._target_", default=None) == TOYWORLD_LOADER else other_value
+    return (
+        toyworld_value if OmegaConf.select(_root_, "model._target_", default=None) == TOYWORLD_LOADER else other_value
+    )
 
 
 def _run_dir(resume, fresh):

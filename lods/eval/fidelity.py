@@ -4,6 +4,8 @@
                                                                   # Gaussians and NeRF, the default step count
     python -m lods.eval.fidelity --backbones gaussians --prompts 2 --steps 300 --out /tmp/fidelity
     python -m lods.eval.fidelity --plan                           # list the prompts and runs, run nothing
+    python -m lods.eval.fidelity --backbones gaussians --priors sds@30,sds@10 \
+        --variant "sds_noview=prior=sds,task.view_dependent=false"  # a study: variants beside the defaults
 
 The LODS paper calls 2D generation the upper bound of 3D generation (Sec. 4.4). Here both are scored the same
 way, against toyworld's ground truth at the evaluation orbit (``task.eval_views()``: 8 azimuths at 15 degrees):
@@ -20,7 +22,9 @@ way, against toyworld's ground truth at the evaluation orbit (``task.eval_views(
 Prompts: the first ``--prompts`` captions of the toyworld lists (``toyworld_single``, ``toyworld_surroundings``,
 ``toyworld_multiple``: the bench's prompts), fully specified (a 3D result commits to one scene; the premise
 test covers open captions). Priors: ``--priors`` with their ``conf/prior`` defaults for ``model=toyworld``
-(and ``--override`` for every run). Steps: ``--steps`` (default: the trainer's 3D default).
+(and ``--override`` for every run); a label ``<prior>@<s>`` runs that prior at guidance s, and
+``--variant LABEL=OVERRIDES`` any other configuration: the table then also gives each variant minus its
+prior's defaults, paired by prompt. Steps: ``--steps`` (default: the trainer's 3D default).
 
 Output (``--out``, default bench/fidelity/): bound/<category>-<hash>/ (samples.png, bound.json),
 runs/<backbone>/<prior>/seed<s>/<category>-<hash>/ (the train() run, fidelity.json written last),
