@@ -25,6 +25,18 @@ def _on_toyworld(toyworld_value, other_value, *, _root_):
     )
 
 
+GAUSSIANS_BACKBONE = "lods.backbones.gaussians.GaussianBackbone"
+
+
+def _on_gaussians(gaussians_value, other_value, *, _root_):
+    """A default that differs on the 3D Gaussian backbone (e.g. a guidance measured there only)."""
+    return (
+        gaussians_value
+        if OmegaConf.select(_root_, "backbone._target_", default=None) == GAUSSIANS_BACKBONE
+        else other_value
+    )
+
+
 def _run_dir(resume, fresh):
     """A resumed run writes into its own directory; a new run gets a fresh, timestamped one."""
     return resume if resume else fresh
@@ -39,6 +51,7 @@ def register_resolvers() -> None:
     resolvers = (
         ("lods.by_dims", _by_dims),
         ("lods.on_toyworld", _on_toyworld),
+        ("lods.on_gaussians", _on_gaussians),
         ("lods.run_dir", _run_dir),
         ("lods.hydra_subdir", _hydra_subdir),
     )

@@ -69,9 +69,11 @@ def test_guidance_defaults_follow_the_task_dimension():
     assert make_config(["prior=sds", "prior.guidance_scale=inf"]).prior.guidance_scale == float("inf")
 
 
-def test_the_toyworld_prior_has_its_own_measured_3d_sds_guidance_and_other_models_keep_the_papers():
+def test_gaussians_on_the_toyworld_prior_have_their_own_measured_sds_guidance_and_the_rest_keep_the_papers():
     assert make_config(["prior=sds", "backbone=gaussians"]).prior.guidance_scale == 5  # model=toyworld
-    assert make_config(["prior=sds", "backbone=nerf", "model.path=/elsewhere"]).prior.guidance_scale == 5
+    assert make_config(["prior=sds", "backbone=gaussians", "model.path=/elsewhere"]).prior.guidance_scale == 5
+    assert make_config(["prior=sds", "backbone=nerf"]).prior.guidance_scale == 100
+    assert make_config(["prior=lods_embedding", "backbone=gaussians"]).prior.guidance_scale == 1000
     for model in ("sd21_base", "sd15", "tiny"):
         assert make_config(["prior=sds", "backbone=gaussians", f"model={model}"]).prior.guidance_scale == 100
         assert make_config(["prior=sds", f"model={model}"]).prior.guidance_scale == 7.5
