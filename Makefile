@@ -4,7 +4,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-fast lint format train bench bench-mini bench-full bench-perf bench-fullscale gpu-wheels gpu-check toyworld-prior toyworld-card clean
+.PHONY: help install test test-fast lint format train bench claims bench-mini bench-full bench-perf bench-fullscale gpu-wheels gpu-check toyworld-prior toyworld-card clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ toyworld-prior:  ## retrain the toyworld prior from scratch into lods/models/toy
 toyworld-card:  ## measure the shipped prior against ground truth and rewrite its model card
 	$(PYTHON) -m lods.toyworld.card
 
-bench: bench-mini bench-perf  ## the toyworld bench (mini) and the speed benchmark; ~45 min on 2 CPU cores
+bench: bench-mini bench-perf claims  ## the toyworld bench (mini), the speed benchmark, the claims report; ~45 min on 2 CPU cores
 
 bench-mini:  ## prompts x priors x backbones on toyworld -> bench/mini/{results.json,table.md,grid.png} (rerun continues)
 	$(PYTHON) train.py -m sweep=bench_mini
@@ -61,6 +61,9 @@ bench-perf:  ## per-step time of every prior relative to SDS, split into render/
 	$(PYTHON) -m lods.eval.prior_speed --steps 30 --json bench/perf/image.json
 	$(PYTHON) -m lods.eval.prior_speed --steps 30 --backbone gaussians --json bench/perf/gaussians.json
 	$(PYTHON) -m lods.eval.prior_speed --steps 30 --backbone nerf --json bench/perf/nerf.json
+
+claims:  ## bench/claims.md: each claim of the seeds, its measurement here (bench, premise, fidelity, perf) and a verdict
+	$(PYTHON) -m lods.eval.claims
 
 clean:  ## remove caches (run outputs in outputs/ and multirun/ are kept)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

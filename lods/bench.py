@@ -122,7 +122,7 @@ def compare(rows: list[dict], a: str, b: str, metrics=COMPARED, seed: int = 0) -
     values: dict = defaultdict(lambda: defaultdict(dict))  # (backbone, prior) -> category -> (prompt, seed) -> metrics
     for row in rows:
         if row["prior"] in (a, b):
-            key = (row["prompt"], row["seed"])
+            key = (row["prompt"], row.get("seed"))
             for category in (row["category"], "all"):
                 values[row["backbone"], row["prior"]][category][key] = row["metrics"]
     out: dict = {}

@@ -1,0 +1,101 @@
+"""python -m lods.eval.claims: verdicts from paired differences on synthetic results with known answers."""
+
+import pytest
+
+from lods.eval import claims, fidelity
+
+
+def _row(prior, prompt, seed, psnr, backbone="gaussians", floaters=0.01):
+    return {
+        "prior": prior,
+        "prompt": prompt,
+        "seed": seed,
+        "backbone": backbone,
+        "category": "single",
+        "metrics": {"gt/psnr": psnr, "gt/floater_mass": floaters},
+    }
+
+
+def _bench(offset):
+    """SDS and SDI on 4 prompts x 2 seeds; SDI = SDS + offset(i) dB."""
+    rows = []
+    for i in range(4):
+        for seed in (0, 1):
+            base = 15.0 + i + 0.1 * seed
+            rows += [_row("sds", f"p{i}", seed, base), _row("sdi", f"p{i}", seed, base + offset(i, seed))]
+    return claims.Sources(bench={"runs": rows}, premise=None, fidelity=None, perf={})
+
+
+@pytest.mark.parametrize(
+    "offset, expected",
+    [
+        (lambda i, s: 1.0 + 0.1 * i, claims.HOLDS),
+        (lambda i, s: -1.0 - 0.1 * s, claims.FAILS),
+        (lambda i, s: (-1.0) ** (i + s), claims.OPEN),  # +1 and -1 in equal numbers: mean 0
+    ],
+)
+def test_a_bench_claim_holds_fails_or_is_inconclusive_by_its_interval(offset, expected):
+    finding = claims.sdi_quality(_bench(offset))
+    assert finding.verdict == expected
+    assert "gaussians: sdi - sds PSNR (dB)" in finding.measurement and "(n=8)" in finding.measurement
+
+
+def test_verdict_and_combine_rules():
+    up = {"n": 8, "mean": 1.0, "low": 0.5, "high": 1.5, "excludes_zero": True}
+    down = {"n": 8, "mean": -1.0, "low": -1.5, "high": -0.5, "excludes_zero": True}
+    flat = {"n": 8, "mean": 0.1, "low": -0.5, "high": 0.7, "excludes_zero": False}
+    assert claims.verdict(up, 1) == claims.HOLDS and claims.verdict(up, -1) == claims.FAILS
+    assert claims.verdict(down, -1) == claims.HOLDS and claims.verdict(flat, 1) == claims.OPEN
+    assert claims.verdict({"n": 0, "mean": float("nan")}) == claims.MISSING
+    assert claims.combine([claims.HOLDS, claims.HOLDS]) == claims.HOLDS
+    assert claims.combine([claims.HOLDS, claims.OPEN]) == claims.OPEN
+    assert claims.combine([claims.HOLDS, claims.MISSING]) == claims.OPEN  # a part not measured: not "holds"
+    assert claims.combine([claims.OPEN, claims.FAILS]) == claims.FAILS
+    assert claims.combine([claims.MISSING]) == claims.MISSING
+
+
+def test_the_upper_bound_claim_reads_the_fidelity_table_per_backbone_and_skips_incomplete_runs():
+    bounds = [{"prompt": f"p{i}", "category": "single", "metrics": _metrics(20.0)} for i in range(4)]
+    runs = [_run("gaussians", "sds", f"p{i}", 18.0 + 0.1 * i) for i in range(4)]  # about 2 dB below: holds
+    runs += [_run("gaussians", "sds@100", f"p{i}", 25.0) for i in range(4)]  # a variant: not a default
+    runs += [_run("nerf", "sds", "p0", 30.0)]  # one prompt of four: incomplete, left out
+    table = fidelity.summarize(bounds, runs)
+    finding = claims.upper_bound(claims.Sources(None, None, {"table": table}, {}))
+    assert finding.verdict == claims.HOLDS
+    assert "gaussians/sds" in finding.measurement and "nerf" not in finding.measurement
+
+
+def _metrics(psnr):
+    return {"psnr": psnr, "iou": 0.8, "ssim": 0.8, "delta_e": 10.0, "saturation_bias": 0.0}
+
+
+def _run(backbone, prior, prompt, psnr):
+    return {
+        "backbone": backbone,
+        "prior": prior,
+        "prompt": prompt,
+        "category": "single",
+        "seed": 0,
+        "metrics": _metrics(psnr),
+        "exact": {"psnr": psnr},
+    }
+
+
+def test_time_claims_compare_the_benchmarks_ratios():
+    perf = {"gaussians": {"sds": {"seconds_per_step": 0.1}, "sdi": {"seconds_per_step": 0.17}}}
+    assert claims.sdi_time(claims.Sources(None, None, None, perf)).verdict == claims.HOLDS
+    perf["nerf"] = {"sds": {"seconds_per_step": 0.1}, "sdi": {"seconds_per_step": 0.4}}
+    finding = claims.sdi_time(claims.Sources(None, None, None, perf))
+    assert finding.verdict == claims.FAILS and "nerf: SDI 4.00x" in finding.measurement
+
+
+def test_nothing_measured_names_the_command_and_the_report_has_a_row_per_claim(tmp_path):
+    rows = claims.main(
+        ["--bench", str(tmp_path / "b"), "--premise", str(tmp_path / "p"), "--fidelity", str(tmp_path / "f")]
+        + ["--perf", str(tmp_path / "perf"), "--out", str(tmp_path / "claims.md")]
+    )
+    assert [r["key"] for r in rows] == [c.key for c in claims.CLAIMS]
+    assert all(r["verdict"] == claims.MISSING for r in rows)
+    text = (tmp_path / "claims.md").read_text()
+    assert "`python -m lods.bench <sweep dir> --out bench/standard`" in text and "`python -m lods.eval.premise`" in text
+    assert (tmp_path / "claims.json").is_file()
