@@ -149,11 +149,18 @@ def _premise_diff(s: Sources, a: str, b: str, value: Callable[[dict], float], ki
     ).as_dict()
 
 
+def _steps(s: Sources) -> str:
+    steps = (s.premise or {}).get("settings", {}).get("steps")
+    return f"{steps}-step runs" if steps else "runs"
+
+
 def cfg_detail_and_floaters(s: Sources) -> Finding:
     parts, verdicts = [], []
     if s.premise:
         d = _premise_diff(s, "sds@100", "sds@7.5", lambda r: r["metrics"]["psnr"])
-        parts.append(f"2D, SDS guidance 100 - 7.5, PSNR (dB) {_fmt(d)} (expected > 0: low guidance lacks detail)")
+        parts.append(
+            f"2D ({_steps(s)}), SDS guidance 100 - 7.5, PSNR (dB) {_fmt(d)} (expected > 0: low guidance lacks detail)"
+        )
         verdicts.append(verdict(d, 1))
     else:
         parts.append("no premise test yet: `python -m lods.eval.premise`")
@@ -181,7 +188,7 @@ def diversity(s: Sources) -> Finding:
     parts, verdicts = [], []
     for prior in ("lods_embedding", "lods_lora"):
         d = _premise_diff(s, prior, "sds@100", lambda r: r["diversity"]["distinct_scenes"], kinds=("open",))
-        parts.append(f"{prior} - sds@100, distinct scenes of 4 particles on open captions {_fmt(d)}")
+        parts.append(f"{prior} - sds@100 ({_steps(s)}), distinct scenes of 4 particles on open captions {_fmt(d)}")
         verdicts.append(verdict(d, 1))
     return Finding("; ".join(parts), combine(verdicts))
 
@@ -199,7 +206,7 @@ def sdi_approaches_ddim(s: Sources) -> Finding:
     else:
         result = OPEN
     return Finding(
-        f"2D, full captions, SDI - the prior's DDIM sample (CFG 7.5), PSNR (dB) {_fmt(d)}; holds when the interval "
+        f"2D ({_steps(s)}), full captions, SDI - the prior's DDIM sample (CFG 7.5), PSNR (dB) {_fmt(d)}; holds when the interval "
         f"lies above -{DDIM_MARGIN_DB:g} dB",
         result,
     )
