@@ -119,6 +119,18 @@ def test_runs_are_recorded_and_a_relaunch_reads_them_back(tmp_path):
         fidelity.main([*argv[:-4], "--steps", "3", "--out", str(tmp_path)])
 
 
+def test_a_variant_can_set_its_own_step_count(tmp_path):
+    argv = ["--model", "tiny", "--prompts", "1", "--categories", "single", "--backbones", "gaussians"]
+    argv += ["--priors", "sds", "--variant", "sds_short=prior=sds,trainer.max_steps=2", "--out", str(tmp_path)]
+    argv += ["--override", "trainer.max_steps=3"]  # every run's default here: 3 steps
+    fidelity.main(argv)  # model=tiny: no 2D bound, so no table; the records are what counts here
+    steps = {
+        json.loads(f.read_text())["prior"]: json.loads(f.read_text())["steps"]
+        for f in tmp_path.glob("runs/gaussians/*/seed0/*/fidelity.json")
+    }
+    assert steps == {"sds": 3, "sds_short": 2}
+
+
 def test_a_variant_is_tabulated_against_its_priors_defaults_paired_by_prompt():
     bounds = [_bound(f"p{i}", "single", 20.0, 0.9) for i in range(4)]
     runs = [_run("gaussians", "sds", f"p{i}", "single", 17.0 + i, 0.80) for i in range(4)]

@@ -231,14 +231,15 @@ class RunSpec:
         return out / "runs" / self.backbone / self.prior.replace("@", "_s") / f"seed{self.seed}" / self.prompt.key
 
     def overrides(self, model: str, extra: Sequence[str]) -> list[str]:
+        """The run's Hydra overrides: where two set one key, the label's win over ``--override``'s."""
         return [
             f"model={model}",
             f"backbone={self.backbone}",
-            *(self.prior_overrides or prior_overrides(self.prior)),
             f"seed={self.seed}",
             f"prompt='{self.prompt.text}'",
             *RUN_SETTINGS,
             *extra,
+            *(self.prior_overrides or prior_overrides(self.prior)),
         ]
 
 
@@ -265,10 +266,10 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
                 "another label (or --out another folder)"
             )
         return record
-    if steps is None:  # the trainer's default (3D) step count
+    if steps is None:  # the trainer's default (3D) step count, or the one a variant sets (trainer.max_steps=300)
         from lods.config import compose_config
 
-        steps = int(compose_config([f"backbone={spec.backbone}", *extra]).trainer.max_steps)
+        steps = int(compose_config(spec.overrides(model, extra)).trainer.max_steps)
     metrics = train_or_resume(run_dir, spec.overrides(model, extra), steps, accelerator)
     views = run_views(run_dir)
     record = {
