@@ -11,7 +11,8 @@ from .helpers import ROOT
 # Top to bottom. A module may import its own layer and the layers below it, never one above.
 LAYERS = (
     ("entry points", ("train", "lods.eval.prior_speed", "lods.eval.fullscale", "lods.eval.distill_table",
-                      "lods.eval.reconstruction", "lods.bench", "lods.eval.premise", "lods.eval.fidelity")),
+                      "lods.eval.reconstruction", "lods.bench", "lods.eval.premise", "lods.eval.fidelity",
+                      "lods.eval.claims")),
     ("training", ("lods.training",)),
     ("runs", ("lods.runs",)),
     ("system and exports", ("lods.system", "lods.export")),
