@@ -15,26 +15,22 @@ def _by_dims(value_2d, value_3d, *, _root_):
 
 
 TOYWORLD_LOADER = "lods.toyworld.model.load_prior"
+GAUSSIANS_BACKBONE = "lods.backbones.gaussians.GaussianBackbone"
+
+
+def _targets(root, key: str, target: str) -> bool:
+    return OmegaConf.select(root, f"{key}._target_", default=None) == target
 
 
 def _on_toyworld(toyworld_value, other_value, *, _root_):
     """A default measured on the embedded toyworld prior (``model=toyworld``, shipped or retrained weights),
     and the papers' value for every other model (Stable Diffusion, model=tiny...)."""
-    return (
-        toyworld_value if OmegaConf.select(_root_, "model._target_", default=None) == TOYWORLD_LOADER else other_value
-    )
-
-
-GAUSSIANS_BACKBONE = "lods.backbones.gaussians.GaussianBackbone"
+    return toyworld_value if _targets(_root_, "model", TOYWORLD_LOADER) else other_value
 
 
 def _on_gaussians(gaussians_value, other_value, *, _root_):
     """A default that differs on the 3D Gaussian backbone (e.g. a guidance measured there only)."""
-    return (
-        gaussians_value
-        if OmegaConf.select(_root_, "backbone._target_", default=None) == GAUSSIANS_BACKBONE
-        else other_value
-    )
+    return gaussians_value if _targets(_root_, "backbone", GAUSSIANS_BACKBONE) else other_value
 
 
 def _run_dir(resume, fresh):
