@@ -4,7 +4,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help install test test-fast lint format train bench claims bench-mini bench-full bench-perf bench-fullscale gpu-wheels gpu-check toyworld-prior toyworld-card clean
+.PHONY: help install test test-fast lint format train bench claims bench-mini bench-standard bench-full bench-perf bench-fullscale gpu-wheels gpu-check toyworld-prior toyworld-card clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,11 +47,18 @@ toyworld-prior:  ## retrain the toyworld prior from scratch into lods/models/toy
 toyworld-card:  ## measure the shipped prior against ground truth and rewrite its model card
 	$(PYTHON) -m lods.toyworld.card
 
-bench: bench-mini bench-perf claims  ## the toyworld bench (mini), the speed benchmark, the claims report; ~45 min on 2 CPU cores
+bench: bench-standard bench-perf claims  ## the standard toyworld bench, the speed benchmark, the claims report (relaunchable)
 
 bench-mini:  ## prompts x priors x backbones on toyworld -> bench/mini/{results.json,table.md,grid.png} (rerun continues)
 	$(PYTHON) train.py -m sweep=bench_mini
 	$(PYTHON) -m lods.bench bench/mini
+
+STANDARD_LAUNCHER ?= lods_ray
+bench-standard:  ## 24 prompts x 2 seeds x 5 priors on Gaussians, NeRF and 2D on 8 -> bench/standard/ (rerun continues)
+	$(PYTHON) train.py -m sweep=bench_standard hydra/launcher=$(STANDARD_LAUNCHER)
+	$(PYTHON) train.py -m sweep=bench_standard hydra/launcher=$(STANDARD_LAUNCHER) backbone=nerf 'prompt_index=range(0,8)'
+	$(PYTHON) train.py -m sweep=bench_standard hydra/launcher=$(STANDARD_LAUNCHER) backbone=image 'prompt_index=range(0,8)'
+	$(PYTHON) -m lods.bench bench/standard/runs --out bench/standard
 
 bench-full:  ## the full bench (360 runs; for GPUs: ARGS="trainer=gpu hydra/launcher=lods_ray")
 	$(PYTHON) train.py -m sweep=bench_full $(ARGS)

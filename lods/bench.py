@@ -59,6 +59,12 @@ COMPARED = (
     ("gt/validity@0.5", "validity", 1),
     ("clip/score", "CLIP", 1),
 )
+# Open captions, per prompt over its seeds (see over_seeds): (key, title, better higher).
+OVER_SEEDS = (
+    ("seeds/distinct_scenes", "distinct scenes over seeds", 1),
+    ("seeds/validity@0.5", "validity over seeds", 1),
+)
+KINDS = ("full", "open")
 DEFAULT_BASELINE = "sds"
 LABEL_WIDTH = 168  # pixels of the grid's row labels
 PRIOR_ORDER = ("sds", "sds_ref", "vsd", "sdi", "lods_embedding", "lods_lora", "dds")
@@ -89,6 +95,8 @@ def collect(sweep_dir: Path, by: str | None = None) -> list[dict]:
                 "prompt": metrics.get("prompt"),
                 "seed": config.get("seed"),
                 "category": metrics.get("gt/category", "other"),
+                "kind": "open" if "gt/set_size" in metrics else "full",  # an open caption names a set of scenes
+                "matched": metrics.get("gt/matched"),
                 "prior": prior,
                 "backbone": choices.get("backbone") or metrics.get("backbone", "image"),
                 "image": os.path.relpath(run_dir / metrics["image"]) if metrics.get("image") else None,
@@ -106,13 +114,53 @@ def summarize(rows: list[dict]) -> dict:
     grouped: dict = defaultdict(lambda: defaultdict(list))
     for row in rows:
         grouped[row["backbone"]][row["prior"]].append(row)
-    return {
-        backbone: {
-            prior: aggregate_metrics([r["metrics"] for r in runs], [r["category"] for r in runs])
-            for prior, runs in priors.items()
+
+    def by_group(runs: list[dict]) -> dict:
+        metrics = [r["metrics"] for r in runs]
+        kinds = aggregate_metrics(metrics, [r.get("kind", "full") for r in runs])
+        return {
+            **aggregate_metrics(metrics, [r["category"] for r in runs]),
+            **{k: kinds[k] for k in KINDS if k in kinds},
         }
-        for backbone, priors in grouped.items()
-    }
+
+    return {backbone: {prior: by_group(runs) for prior, runs in priors.items()} for backbone, priors in grouped.items()}
+
+
+def over_seeds(rows: list[dict]) -> list[dict]:
+    """One row per open-caption prompt, prior and backbone, with what its seeds did together:
+    seeds/distinct_scenes (how many different members of the caption's set its runs matched) and
+    seeds/validity@0.5 (the share of its runs whose best match reaches IoU 0.5, as
+    :data:`lods.toyworld.metrics.VALIDITY_IOU`). Only prompts that ran with every seed the backbone's bench
+    has are counted, so that the counts compare (a partial bench leaves the rest out)."""
+    from lods.toyworld.metrics import VALIDITY_IOU
+
+    seeds = defaultdict(set)
+    groups: dict = defaultdict(list)
+    for row in rows:
+        seeds[row["backbone"]].add(row.get("seed"))
+        if row.get("kind") == "open" and row.get("matched"):
+            groups[row["backbone"], row["prior"], row["prompt"]].append(row)
+    out = []
+    for (backbone, prior, prompt), runs in groups.items():
+        if {r.get("seed") for r in runs} != seeds[backbone]:
+            continue
+        ious = [r["metrics"].get("gt/iou", math.nan) for r in runs]
+        out.append(
+            {
+                "prompt": prompt,
+                "seed": None,
+                "category": runs[0]["category"],
+                "kind": "open",
+                "prior": prior,
+                "backbone": backbone,
+                "metrics": {
+                    "seeds/distinct_scenes": float(len({r["matched"] for r in runs})),
+                    f"seeds/validity@{VALIDITY_IOU:g}": sum(iou >= VALIDITY_IOU for iou in ious) / len(ious),
+                    "seeds/runs": float(len(runs)),
+                },
+            }
+        )
+    return out
 
 
 def compare(rows: list[dict], a: str, b: str, metrics=COMPARED, seed: int = 0) -> dict:
@@ -123,7 +171,7 @@ def compare(rows: list[dict], a: str, b: str, metrics=COMPARED, seed: int = 0) -
     for row in rows:
         if row["prior"] in (a, b):
             key = (row["prompt"], row.get("seed"))
-            for category in (row["category"], "all"):
+            for category in (row["category"], row.get("kind", "full"), "all"):
                 values[row["backbone"], row["prior"]][category][key] = row["metrics"]
     out: dict = {}
     for backbone in sorted({backbone for backbone, _ in values}):
@@ -140,13 +188,13 @@ def compare(rows: list[dict], a: str, b: str, metrics=COMPARED, seed: int = 0) -
                 ).as_dict()
                 for key, _, direction in metrics
             }
-            for category in [*CATEGORIES, "other", "all"]
+            for category in [*CATEGORIES, "other", *KINDS, "all"]
             if category in runs_a and category in runs_b
         }
     return out
 
 
-def comparisons(rows: list[dict], baseline: str | None, pairs: list[tuple[str, str]]) -> dict:
+def comparisons(rows: list[dict], baseline: str | None, pairs: list[tuple[str, str]], metrics=COMPARED) -> dict:
     """{"A - B": compare(rows, A, B)} for every other prior against ``baseline`` and every pair given."""
     priors = _ordered({row["prior"] for row in rows})
     wanted = [(p, baseline) for p in priors if baseline and p != baseline] + list(pairs)
@@ -154,25 +202,33 @@ def comparisons(rows: list[dict], baseline: str | None, pairs: list[tuple[str, s
         for name in (a, b):
             if name not in priors:
                 raise ValueError(f"prior '{name}' has no runs here; the priors are: {', '.join(priors)}")
-    return {f"{a} - {b}": compare(rows, a, b) for a, b in dict.fromkeys(wanted)}
+    return {f"{a} - {b}": compare(rows, a, b, metrics) for a, b in dict.fromkeys(wanted)}
 
 
-def comparison_markdown(diffs: dict) -> str:
+PAIRED_INTRO = (
+    "A - B over the runs both priors made (same backbone, prompt and seed): mean difference, bootstrap 95% "
+    "interval of the mean, and the share of pairs A wins (ties half). * = the interval excludes zero. "
+    "abs. sat. bias compares distances from zero (lower is better), as ΔE, floaters and the marker rates; the "
+    "others are better higher. Rows: each category, each caption kind (full, open) and all prompts."
+)
+OVER_SEEDS_INTRO = (
+    "Open captions only, one pair per prompt: what a prior's runs of one prompt over all the seeds did "
+    "together. distinct scenes over seeds: how many different members of the caption's set the runs matched "
+    "(at most the number of seeds); validity: the share of the runs whose best match reaches IoU 0.5."
+)
+
+
+def comparison_markdown(
+    diffs: dict, metrics=COMPARED, title: str = "paired differences", intro: str = PAIRED_INTRO
+) -> str:
     """Per backbone, one row per pair and category: each metric's mean paired difference, its 95% interval
     and A's win rate; a star marks an interval that excludes zero."""
-    lines = ["## paired differences", ""]
-    lines.append(
-        "A - B over the runs both priors made (same backbone, prompt and seed): mean difference, bootstrap 95% "
-        "interval of the mean, and the share of pairs A wins (ties half). * = the interval excludes zero. "
-        "abs. sat. bias compares distances from zero (lower is better), as ΔE, floaters and the marker rates; the "
-        "others are "
-        "better higher."
-    )
+    lines = [f"## {title}", "", intro]
     backbones = sorted({backbone for pair in diffs.values() for backbone in pair})
     for backbone in backbones:
         present = [
             (k, t)
-            for k, t, _ in COMPARED
+            for k, t, _ in metrics
             if any(c.get(k, {}).get("n", 0) for p in diffs.values() for c in p.get(backbone, {}).values())
         ]
         header = ["A - B", "category", "pairs"] + [t for _, t in present]
@@ -183,6 +239,22 @@ def comparison_markdown(diffs: dict) -> str:
                 values = [_format_cell(cells[k]) for k, _ in present]
                 lines.append(f"| {name} | {category} | {n} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def over_seeds_markdown(table: dict, diffs: dict) -> str:
+    """The open captions' means over seeds per backbone and prior, then their paired differences."""
+    lines = ["## open captions over seeds", "", OVER_SEEDS_INTRO]
+    header = ["backbone", "prior", "prompts"] + [title for _, title, _ in OVER_SEEDS]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for backbone in sorted(table):
+        for prior in _ordered(table[backbone]):
+            values = table[backbone][prior]["all"]
+            cells = [f"{values['count']:.0f}"] + [_cell(values, key, "{:.2f}") for key, _, _ in OVER_SEEDS]
+            lines.append(f"| {backbone} | {prior} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if diffs:
+        text += "\n" + comparison_markdown(diffs, OVER_SEEDS, "open captions over seeds: paired differences", "")
+    return text
 
 
 def _format_cell(cell: dict) -> str:
@@ -228,6 +300,17 @@ def markdown(table: dict, title: str) -> str:
             values = priors[prior]["all"]
             cells = [f"{values['count']:.0f}"] + [_cell(values, key, fmt) for key, _, fmt in present]
             lines.append(f"| {prior} | " + " | ".join(cells) + " |")
+        kinds = [k for k in KINDS if any(k in p for p in priors.values())]
+        if len(kinds) > 1:  # full and open captions side by side
+            header = ["prior"] + [f"{k} {name}" for k in kinds for _, name, _ in (*PER_CATEGORY, ("count", "runs", ""))]
+            lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for prior in _ordered(priors):
+                cells = [
+                    _cell(priors[prior].get(k, {}), key, fmt or "{:.0f}")
+                    for k in kinds
+                    for key, _, fmt in (*PER_CATEGORY, ("count", "runs", ""))
+                ]
+                lines.append(f"| {prior} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(
         "Means over prompts. wall s: a run's wall time (its steps, evaluation and exports); peak MiB: its peak "
@@ -242,37 +325,63 @@ def _label(text: str, width: int, height: int = 14) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def _front(run: dict, name: str, cell: int) -> np.ndarray:
+    """The first tile of one of a run's image grids (square tiles of final_0.png's size), ``cell`` pixels."""
+    side = Image.open(Path(run["run_dir"], "images", "final_0.png")).width
+    image = Image.open(Path(run["run_dir"], "images", name)).convert("RGB").crop((0, 0, side, side))
+    return np.asarray(image.resize((cell, cell), Image.BILINEAR))
+
+
+def _with_inset(tile: np.ndarray, inset: np.ndarray) -> np.ndarray:
+    """``tile`` with ``inset`` (framed in black) in its bottom-right corner."""
+    out = tile.copy()
+    size = inset.shape[0]
+    out[-size - 2 :, -size - 2 :] = 0
+    out[-size - 1 : -1, -size - 1 : -1] = inset
+    return out
+
+
 def image_grid(rows: list[dict], path: Path, cell: int = 64) -> Path | None:
-    """Rows: the ground truth, then every backbone/prior; columns: the prompts by category. Front views."""
+    """Rows: the ground truth, then every backbone/prior; columns: the prompts by category (full captions
+    first). Front views of each prompt's lowest seed. A full caption's ground truth heads its column; an open
+    caption names a set of scenes, so its column is headed by the size of the set and every result carries,
+    in its corner, the member of the set it matched."""
     runs = [r for r in rows if Path(r["run_dir"], "images", "final_0.png").is_file()]
     if not runs:
         return None
     category_rank = {c: i for i, c in enumerate(CATEGORIES)}
-    runs.sort(key=lambda r: (category_rank.get(r["category"], len(CATEGORIES)), r["prompt"]))
+    runs.sort(key=lambda r: (category_rank.get(r["category"], len(CATEGORIES)), r.get("kind") == "open", r["prompt"]))
     prompts = list(dict.fromkeys(r["prompt"] for r in runs))
     keys = sorted({(r["backbone"], r["prior"]) for r in runs}, key=lambda k: (k[0], _prior_rank(k[1])))
-    by_key = {(r["backbone"], r["prior"], r["prompt"]): r for r in runs}
-
-    def front(run: dict, name: str) -> np.ndarray:
-        """The first tile of an image grid (the run's renders are square tiles of final_0.png's size)."""
-        side = Image.open(Path(run["run_dir"], "images", "final_0.png")).width
-        image = Image.open(Path(run["run_dir"], "images", name)).convert("RGB").crop((0, 0, side, side))
-        return np.asarray(image.resize((cell, cell), Image.BILINEAR))
-
+    by_key: dict = {}
+    for run in sorted(runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0), reverse=True):
+        by_key[run["backbone"], run["prior"], run["prompt"]] = run  # the lowest seed is written last
     blank = np.full((cell, cell, 3), 255, np.uint8)
+
+    def has_truth(run: dict) -> bool:
+        return Path(run["run_dir"], "images", "ground_truth.png").is_file()
+
     first = {p: next(r for r in runs if r["prompt"] == p) for p in prompts}
-    truth = [
-        front(first[p], "ground_truth.png")
-        if Path(first[p]["run_dir"], "images", "ground_truth.png").is_file()
-        else blank
-        for p in prompts
-    ]
+    truth = []
+    for p in prompts:
+        run = first[p]
+        if run.get("kind") == "open":
+            size = run["metrics"].get("gt/set_size")
+            truth.append(_label(f"open: {size:.0f}" if size else "open", cell, cell))
+        else:
+            truth.append(_front(run, "ground_truth.png", cell) if has_truth(run) else blank)
     grid_rows = [np.concatenate([_label("ground truth", LABEL_WIDTH, cell), *truth], axis=1)]
     for backbone, prior in keys:
-        cells = [
-            front(by_key[backbone, prior, p], "final_0.png") if (backbone, prior, p) in by_key else blank
-            for p in prompts
-        ]
+        cells = []
+        for p in prompts:
+            run = by_key.get((backbone, prior, p))
+            if run is None:
+                cells.append(blank)
+                continue
+            tile = _front(run, "final_0.png", cell)
+            if run.get("kind") == "open" and has_truth(run):
+                tile = _with_inset(tile, _front(run, "ground_truth.png", cell // 3))
+            cells.append(tile)
         grid_rows.append(np.concatenate([_label(f"{backbone} / {prior}", LABEL_WIDTH, cell), *cells], axis=1))
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(grid_rows, axis=0)).save(path)
@@ -298,12 +407,28 @@ def aggregate(
     if baseline == DEFAULT_BASELINE and baseline not in {row["prior"] for row in rows}:
         baseline = None
     diffs = comparisons(rows, baseline, list(pairs))
+    seed_rows = over_seeds(rows)
+    seed_priors = {row["prior"] for row in seed_rows}
+    seed_diffs = comparisons(
+        seed_rows,
+        baseline if baseline in seed_priors else None,
+        [(a, b) for a, b in pairs if {a, b} <= seed_priors],
+        OVER_SEEDS,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"sweep_dir": str(sweep_dir), "runs": rows, "table": table, "paired_differences": diffs}
+    results = {
+        "sweep_dir": str(sweep_dir),
+        "runs": rows,
+        "table": table,
+        "paired_differences": diffs,
+        "over_seeds": {"prompts": seed_rows, "table": summarize(seed_rows), "paired_differences": seed_diffs},
+    }
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(table, f"toyworld bench: {sweep_dir}")
     if diffs:
         text += "\n" + comparison_markdown(diffs)
+    if seed_rows:
+        text += "\n" + over_seeds_markdown(results["over_seeds"]["table"], seed_diffs)
     (out_dir / "table.md").write_text(text)
     image_grid(rows, out_dir / "grid.png")
     return results

@@ -11,6 +11,10 @@ surroundings, multiple objects):
   captions each (every one names a set of at least ``OPEN_MIN_SET`` scenes), drawn from the same scene
   stream: the i-th scene gives a new open variant of its caption (:func:`open_variant`, seeded per scene),
   or none when every variant it has is already in the list. Fixed forever as well.
+- ``toyworld_standard``: the standard bench's 24 prompts (``make bench-standard``), drawn once with the seed
+  ``STANDARD_SEED`` from the six lists above: 4 full and 4 open captions per category, in rounds of one prompt
+  per (kind, category), so that any prefix of it mixes the kinds and categories (the bench's NeRF and 2D
+  parts take its first 8). Fixed forever with the lists it draws from.
 - ``t3bench_single``, ``t3bench_surroundings``, ``t3bench_multiple``: the T3Bench prompts (He et al. 2023),
   not shipped with lods. They are read from a local clone of https://github.com/THU-LYJ-Lab/T3Bench, found
   through the environment variable ``T3BENCH_ROOT`` (or the ``root`` argument). That repository keeps them
@@ -41,6 +45,9 @@ TOYWORLD_SEED = 0
 OPEN_MIN_SET = 4  # an open prompt names at least this many scenes (so 4 particles can all differ)
 MAX_OPEN_DRAWS = 1000  # open variants tried per scene before giving up
 OPEN_LIST_DRAWS = 200  # ... for the open lists, where a scene may have no untaken variant left
+STANDARD = "toyworld_standard"
+STANDARD_SEED = "toyworld-standard"
+STANDARD_PER_KIND = 4  # full (and open) captions per category in toyworld_standard
 T3BENCH_ENV = "T3BENCH_ROOT"
 T3BENCH_URL = "https://github.com/THU-LYJ-Lab/T3Bench"
 # Category -> the file name stem in the T3Bench repository (data/prompt_<stem>.txt).
@@ -54,8 +61,12 @@ LISTS: dict[str, str] = {
 }
 
 
+# Built-in lists that mix the categories (category_of: None, as for a .txt file).
+MIXED_LISTS = (STANDARD,)
+
+
 def _allowed() -> str:
-    return f"{', '.join(LISTS)}, or a path to a .txt file"
+    return f"{', '.join([*LISTS, *MIXED_LISTS])}, or a path to a .txt file"
 
 
 def _is_file_name(name: str) -> bool:
@@ -67,7 +78,7 @@ def category_of(name: str | os.PathLike) -> str | None:
     name = os.fspath(name)
     if name in LISTS:
         return LISTS[name]
-    if _is_file_name(name):
+    if name in MIXED_LISTS or _is_file_name(name):
         return None
     raise ValueError(f"unknown prompt list {name!r}; choose one of: {_allowed()}")
 
@@ -124,6 +135,17 @@ def _toyworld_open(category: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+@functools.cache
+def _toyworld_standard() -> tuple[str, ...]:
+    """STANDARD_PER_KIND distinct indices per built-in toyworld list, drawn from one seeded stream (full then
+    open, by category), interleaved round by round: (full single, full surroundings, full multiple, open
+    single, open surroundings, open multiple), then the next round."""
+    rng = random.Random(STANDARD_SEED)
+    names = [f"toyworld_{c}" for c in grammar.CATEGORIES] + [f"toyworld_open_{c}" for c in grammar.CATEGORIES]
+    drawn = {name: rng.sample(range(TOYWORLD_SIZE), STANDARD_PER_KIND) for name in names}
+    return tuple(prompt_list(name)[drawn[name][r]] for r in range(STANDARD_PER_KIND) for name in names)
+
+
 def t3bench_file(category: str, root: str | os.PathLike | None = None) -> Path:
     """The T3Bench prompt file of a category inside ``root`` (default: ``$T3BENCH_ROOT``)."""
     stem = T3BENCH_STEMS[category]
@@ -163,6 +185,8 @@ def prompt_list(name: str | os.PathLike, root: str | os.PathLike | None = None) 
     ``root`` is the T3Bench clone for the ``t3bench_*`` lists (default: ``$T3BENCH_ROOT``).
     """
     name = os.fspath(name)
+    if name == STANDARD:
+        return list(_toyworld_standard())
     category = category_of(name)
     if category is None:
         return read_prompt_file(name)
@@ -190,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help=f"a list to print: {_allowed()}")
     args = parser.parse_args(argv)
     if args.name is None:
-        width = max(map(len, LISTS))
-        for name, category in LISTS.items():
+        width = max(map(len, [*LISTS, *MIXED_LISTS]))
+        for name, category in [*LISTS.items(), *((name, "mixed") for name in MIXED_LISTS)]:
             try:
                 count = f"{len(prompt_list(name)):4d} prompts"
             except FileNotFoundError:

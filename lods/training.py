@@ -185,7 +185,7 @@ def train(cfg: DictConfig) -> dict:
 
     cfg, run_dir, checkpoint = _prepare_run_dir(cfg)
     result_file = run_dir / RESULT_FILE
-    if checkpoint is not None and result_file.is_file():
+    if result_file.is_file():  # _prepare_run_dir lets a finished run through only when it is this run
         log.info("run %s already finished; nothing to do", run_dir)
         return json.loads(result_file.read_text())
 

@@ -127,3 +127,17 @@ def test_train_takes_its_prompt_from_the_list(tmp_path):
     expected = prompt_at("toyworld_multiple", 3)
     assert OmegaConf.load(run_dir / "config.yaml").prompt == expected
     assert metrics["prompt"] == expected and metrics["steps"] == 2
+
+
+def test_standard_list_mixes_kinds_and_categories_in_every_round():
+    from lods.prompts import STANDARD, STANDARD_PER_KIND
+
+    prompts = prompt_list(STANDARD)
+    assert len(prompts) == len(set(prompts)) == 2 * STANDARD_PER_KIND * len(CATEGORIES)
+    assert category_of(STANDARD) is None and prompt_list(STANDARD) == prompts  # mixed; fixed
+    rounds = len(CATEGORIES) * 2
+    for i, prompt in enumerate(prompts):  # round r: full single, surroundings, multiple, then open ones
+        kind, category = divmod(i % rounds, len(CATEGORIES))
+        source = f"toyworld_{'open_' if kind else ''}{CATEGORIES[category]}"
+        assert prompt in prompt_list(source), (i, prompt, source)
+        assert is_open(prompt) == bool(kind)

@@ -107,3 +107,55 @@ def test_bench_compares_priors_over_prompts_and_seeds(tmp_path):
     assert pair["lods_embedding - vsd"]["gaussians"]["all"]["gt/iou"]["excludes_zero"]
     with pytest.raises(ValueError, match="prior 'sdi' has no runs here; the priors are: sds, vsd, lods_embedding"):
         bench.aggregate(tmp_path, tmp_path / "out", baseline="sdi")
+
+
+def test_open_captions_over_seeds_kinds_and_the_grid(tmp_path):
+    """Open captions: sds matches one member in both seeds, lods_embedding two; the grid shows each open result
+    with the member it matched in its corner, and the full captions' ground truth above them."""
+    from PIL import Image
+
+    colours = {"final_0.png": (255, 0, 0), "open_truth": (0, 255, 0), "full_truth": (0, 0, 255)}
+
+    def images(run, truth):
+        (run / "images").mkdir()
+        for name, colour in (("final_0.png", colours["final_0.png"]), ("ground_truth.png", colours[truth])):
+            Image.new("RGB", (16, 16), colour).save(run / "images" / name)
+
+    for i in range(4):
+        for seed in (0, 1):
+            for prior in ("sds", "lods_embedding"):
+                matched = f"scene {i}" if prior == "sds" or seed == 0 else f"scene {i}b"
+                metrics = {"gt/iou": 0.6 if seed == 0 else 0.4, "gt/set_size": 6.0, "gt/matched": matched}
+                name = f"{prior}-open{i}-{seed}"
+                _fake_run(tmp_path, name, prior, f"open {i}", seed, "single", metrics)
+                images(tmp_path / name, "open_truth")
+                name = f"{prior}-full{i}-{seed}"
+                full = {"gt/iou": 0.5 + 0.1 * (prior == "sds"), "gt/matched": f"full {i}"}
+                _fake_run(tmp_path, name, prior, f"full {i}", seed, "single", full)
+                images(tmp_path / name, "full_truth")
+    _fake_run(tmp_path, "sds-open9-0", "sds", "open 9", 0, "single", {"gt/set_size": 4.0, "gt/matched": "x"})
+    results = bench.aggregate(tmp_path, tmp_path / "out")
+
+    seeds = results["over_seeds"]
+    assert len(seeds["prompts"]) == 8  # 4 open prompts x 2 priors; "open 9" ran with one seed of two: left out
+    diff = seeds["paired_differences"]["lods_embedding - sds"]["gaussians"]["all"]
+    assert diff["seeds/distinct_scenes"]["mean"] == 1.0 and diff["seeds/distinct_scenes"]["excludes_zero"]
+    assert diff["seeds/validity@0.5"]["mean"] == 0.0 and not diff["seeds/validity@0.5"]["excludes_zero"]
+    assert seeds["table"]["gaussians"]["lods_embedding"]["all"]["seeds/validity@0.5"] == 0.5
+    kinds = results["paired_differences"]["lods_embedding - sds"]["gaussians"]
+    assert kinds["full"]["gt/iou"]["mean"] == pytest.approx(-0.1) and kinds["full"]["gt/iou"]["n"] == 8
+    assert kinds["open"]["gt/iou"]["mean"] == pytest.approx(0.0) and kinds["all"]["gt/iou"]["n"] == 16
+    assert results["table"]["gaussians"]["sds"]["open"]["count"] == 9
+    text = (tmp_path / "out" / "table.md").read_text()
+    assert "## open captions over seeds" in text and "| gaussians | lods_embedding | 4 | 2.00 | 0.50 |" in text
+
+    grid = np.asarray(Image.open(tmp_path / "out" / "grid.png").convert("RGB"))
+    cell = 64
+    assert grid.shape == (3 * cell, bench.LABEL_WIDTH + 8 * cell, 3)  # truth + 2 priors; 4 full + 4 open (with images)
+    first_open = bench.LABEL_WIDTH + 4 * cell  # full captions come first
+    row = cell  # the first prior's row
+    assert tuple(grid[cell // 2, bench.LABEL_WIDTH + cell // 2]) == colours["full_truth"]
+    assert tuple(grid[row + 5, first_open + 5]) == colours["final_0.png"]
+    assert tuple(grid[row + cell - 5, first_open + cell - 5]) == colours["open_truth"]  # the matched member
+    assert tuple(grid[row + cell - 5, bench.LABEL_WIDTH + cell - 5]) == colours["final_0.png"]  # no inset
+    assert grid[:cell, first_open : first_open + cell].min() < 128  # "open: 6" written above the column

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,11 @@ def test_multirun_shares_a_wandb_group_and_a_relaunch_continues(tmp_path):
 
     cli(*args)  # relaunching the same sweep keeps the finished runs as they are
     assert [(job / "metrics.json").read_text() for job in jobs] == finished
+    for job in jobs:  # ... also when only their small results are left (a bench committed without checkpoints)
+        shutil.rmtree(job / "checkpoints")
+    cli(*args)
+    assert [(job / "metrics.json").read_text() for job in jobs] == finished
+    assert not any((job / "checkpoints").exists() for job in jobs)  # nothing ran again
 
     changed = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "seed=1", *args], cwd=ROOT, capture_output=True, text=True
@@ -74,12 +80,35 @@ def test_multirun_shares_a_wandb_group_and_a_relaunch_continues(tmp_path):
     assert changed.returncode != 0 and "refusing to overwrite" in changed.stderr
 
 
+def _scores(job: Path) -> dict:
+    """A run's metrics without its costs (time and memory differ from run to run)."""
+    metrics = json.loads((job / "metrics.json").read_text())
+    costs = ("wall_seconds", "peak_memory_mb", "seconds_per_step")
+    return {k: v for k, v in metrics.items() if k not in costs and not k.startswith("time/")}
+
+
 @pytest.mark.slow
-def test_ray_launcher_runs_a_two_job_sweep(tmp_path):
-    sweep_dir = tmp_path / "ray"
-    cli(*QUIET, "hydra/launcher=lods_ray", "prior=sds,lods_embedding", f"hydra.sweep.dir={sweep_dir}", "-m")
-    priors = sorted(json.loads((job / "metrics.json").read_text())["prior"] for job in job_dirs(sweep_dir))
-    assert priors == ["LODSEmbedding", "SDS"]
+def test_ray_and_basic_launchers_give_identical_metrics(tmp_path):
+    """Two jobs of the standard bench (toyworld, Gaussians, 5 steps) under the basic launcher and a local Ray
+    cluster. lods_ray gives each job one CPU, and Ray sets its OMP_NUM_THREADS to 1; the basic launcher runs
+    with the same thread count, since float32 sums reorder with the number of threads."""
+    args = [
+        "sweep=bench_standard",
+        "backbone=gaussians",
+        "prompt_index=3",
+        "seed=0",
+        "prior=sds,lods_embedding",
+        "trainer.max_steps=5",
+    ]
+    args += ["task.eval_azimuths=[0,180]"]
+    cli(*args, f"hydra.sweep.dir={tmp_path / 'basic'}", "-m", env={"OMP_NUM_THREADS": "1"})
+    cli(*args, "hydra/launcher=lods_ray", f"hydra.sweep.dir={tmp_path / 'ray'}", "-m")
+    basic, ray = job_dirs(tmp_path / "basic"), job_dirs(tmp_path / "ray")
+    assert [job.name for job in basic] == [job.name for job in ray] and len(basic) == 2
+    for a, b in zip(basic, ray):
+        scores = _scores(a)
+        assert scores["prior"] in ("SDS", "LODSEmbedding") and "gt/psnr" in scores
+        assert scores == _scores(b), a.name
 
 
 @pytest.mark.slow
