@@ -40,6 +40,24 @@ def test_a_bench_claim_holds_fails_or_is_inconclusive_by_its_interval(offset, ex
     assert "gaussians: sdi - sds PSNR (dB)" in finding.measurement and "(n=8)" in finding.measurement
 
 
+def test_the_diversity_claim_reads_the_bench_over_seeds():
+    """LODS matches 2 members of each open caption's set over 2 seeds, SDS one: the bench part holds."""
+    prompts = []
+    for i in range(4):
+        for prior, distinct in (("sds", 1.0), ("lods_embedding", 2.0), ("lods_lora", 2.0 - (i == 0))):
+            row = _row(prior, f"open {i}", None, 0.0)
+            row["metrics"] = {"seeds/distinct_scenes": distinct}
+            prompts.append(row)
+    bench = {"runs": [], "over_seeds": {"prompts": prompts}}
+    finding = claims.diversity(claims.Sources(bench, None, None, {}))
+    assert (
+        "gaussians: lods_embedding - sds distinct scenes over seeds +1.00 [+1.00, +1.00] (n=4)" in finding.measurement
+    )
+    assert "lods_lora - sds distinct scenes over seeds +0.75" in finding.measurement
+    assert "no premise test yet" in finding.measurement and finding.verdict == claims.OPEN  # one part missing
+    assert claims.diversity(claims.Sources(None, None, None, {})).verdict == claims.MISSING
+
+
 def test_verdict_and_combine_rules():
     up = {"n": 8, "mean": 1.0, "low": 0.5, "high": 1.5, "excludes_zero": True}
     down = {"n": 8, "mean": -1.0, "low": -1.5, "high": -0.5, "excludes_zero": True}
