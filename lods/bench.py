@@ -311,6 +311,10 @@ def markdown(table: dict, title: str) -> str:
                     for key, _, fmt in (*PER_CATEGORY, ("count", "runs", ""))
                 ]
                 lines.append(f"| {prior} | " + " | ".join(cells) + " |")
+        runs = sum(p["all"]["count"] for p in priors.values())
+        seconds = sum(p["all"].get("wall_seconds", math.nan) * p["all"]["count"] for p in priors.values())
+        if math.isfinite(seconds):  # what the backbone's runs cost, one after another
+            lines += ["", f"{runs:.0f} runs, {seconds / 3600:.2f} h of run wall time in all."]
         lines.append("")
     lines.append(
         "Means over prompts. wall s: a run's wall time (its steps, evaluation and exports); peak MiB: its peak "

@@ -158,12 +158,14 @@ def test_bench_aggregates_fake_runs(tmp_path):
             run / ".hydra" / "hydra.yaml",
         )
         metrics = {"prompt": f"p{i}", "gt/category": "single", "gt/iou": iou, "gt/marker_misplaced": float("nan")}
+        metrics["wall_seconds"] = 1800.0 * (i + 1)
         (run / "metrics.json").write_text(json.dumps(metrics))
         OmegaConf.save(OmegaConf.create({"prior": {"guidance_scale": [1000, 30][i]}}), run / "config.yaml")
     table = bench.summarize(bench.collect(tmp_path))
     assert table["nerf"]["sds"]["single"]["gt/iou"] == pytest.approx(0.6)
     assert table["nerf"]["sds"]["all"]["count"] == 2
     assert "| sds | 0.60 |" in bench.markdown(table, "t")
+    assert "2 runs, 1.50 h of run wall time in all." in bench.markdown(table, "t")
     by_cfg = bench.markdown(bench.summarize(bench.collect(tmp_path, by="prior.guidance_scale")), "t")
     assert by_cfg.index("| sds @ 30 | 0.70 |") < by_cfg.index("| sds @ 1000 | 0.50 |")  # ordered by value
     with pytest.raises(FileNotFoundError, match="no finished runs"):
