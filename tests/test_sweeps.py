@@ -138,7 +138,8 @@ def test_bench_sweep_and_table(tmp_path):
     table = results["table"]["gaussians"]
     assert set(table) == {"sds", "lods_embedding"}
     for prior in table.values():
-        assert set(prior) == {"single", "multiple", "all"} and prior["all"]["count"] == 2
+        assert set(prior) == {"single", "multiple", "full", "all"}  # both prompts are full captions
+        assert prior["all"]["count"] == prior["full"]["count"] == 2
         assert 0 <= prior["all"]["gt/iou"] <= 1 and prior["all"]["peak_memory_mb"] > 0
     text = (tmp_path / "out" / "table.md").read_text()
     assert "| lods_embedding |" in text and "single IoU ↑" in text and "peak MiB" in text
