@@ -128,9 +128,9 @@ def summarize(rows: list[dict]) -> dict:
 
 def over_seeds(rows: list[dict]) -> list[dict]:
     """One row per open-caption prompt, prior and backbone, with what its seeds did together:
-    seeds/distinct_scenes (how many different members of the caption's set its runs matched) and
-    seeds/validity@0.5 (the share of its runs whose best match reaches IoU 0.5, as
-    :data:`lods.toyworld.metrics.VALIDITY_IOU`). Only prompts that ran with every seed the backbone's bench
+    seeds/distinct_scenes (how many different members of the caption's set its runs matched; a 2D run
+    matches one per particle) and seeds/validity@0.5 (the share of its results whose best match reaches IoU
+    0.5, as :data:`lods.toyworld.metrics.VALIDITY_IOU`). Only prompts that ran with every seed the backbone's bench
     has are counted, so that the counts compare (a partial bench leaves the rest out)."""
     from lods.toyworld.metrics import VALIDITY_IOU
 
@@ -144,7 +144,9 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     for (backbone, prior, prompt), runs in groups.items():
         if {r.get("seed") for r in runs} != seeds[backbone]:
             continue
-        ious = [r["metrics"].get("gt/iou", math.nan) for r in runs]
+        valid = f"gt/validity@{VALIDITY_IOU:g}"  # a 2D run's share of valid particles; else its one result
+        validity = [r["metrics"].get(valid, float(r["metrics"].get("gt/iou", math.nan) >= VALIDITY_IOU)) for r in runs]
+        scenes = {m for r in runs for m in (r["matched"] if isinstance(r["matched"], list) else [r["matched"]])}
         out.append(
             {
                 "prompt": prompt,
@@ -154,8 +156,8 @@ def over_seeds(rows: list[dict]) -> list[dict]:
                 "prior": prior,
                 "backbone": backbone,
                 "metrics": {
-                    "seeds/distinct_scenes": float(len({r["matched"] for r in runs})),
-                    f"seeds/validity@{VALIDITY_IOU:g}": sum(iou >= VALIDITY_IOU for iou in ious) / len(ious),
+                    "seeds/distinct_scenes": float(len(scenes)),
+                    f"seeds/validity@{VALIDITY_IOU:g}": sum(validity) / len(validity),
                     "seeds/runs": float(len(runs)),
                 },
             }

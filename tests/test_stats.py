@@ -159,3 +159,16 @@ def test_open_captions_over_seeds_kinds_and_the_grid(tmp_path):
     assert tuple(grid[row + cell - 5, first_open + cell - 5]) == colours["open_truth"]  # the matched member
     assert tuple(grid[row + cell - 5, bench.LABEL_WIDTH + cell - 5]) == colours["final_0.png"]  # no inset
     assert grid[:cell, first_open : first_open + cell].min() < 128  # "open: 6" written above the column
+
+
+def test_over_seeds_counts_every_particle_of_a_2d_run():
+    """A 2D run matches one member per particle (a list) and reports its share of valid particles itself."""
+
+    def row(seed, matched, validity):
+        metrics = {"gt/iou": 0.9, "gt/validity@0.5": validity}  # the run's own share wins over its mean IoU
+        return {"backbone": "image", "prior": "sds", "prompt": "open", "seed": seed, "category": "single",
+                "kind": "open", "matched": matched, "metrics": metrics}  # fmt: skip
+
+    rows = [row(0, ["a", "b"], 0.5), row(1, ["b", "c"], 0.0)]
+    (out,) = bench.over_seeds(rows)
+    assert out["metrics"]["seeds/distinct_scenes"] == 3.0 and out["metrics"]["seeds/validity@0.5"] == 0.25
