@@ -131,7 +131,8 @@ def over_seeds(rows: list[dict]) -> list[dict]:
     seeds/distinct_scenes (how many different members of the caption's set its runs matched; a 2D run
     matches one per particle) and seeds/validity@0.5 (the share of its results whose best match reaches IoU
     0.5, as :data:`lods.toyworld.metrics.VALIDITY_IOU`). Only prompts that ran with every seed the backbone's bench
-    has are counted, so that the counts compare (a partial bench leaves the rest out)."""
+    has are counted, so that the counts compare (a partial bench leaves the rest out), and none of a backbone
+    that ran one seed only (one 3D run matches one scene: nothing to count)."""
     from lods.toyworld.metrics import VALIDITY_IOU
 
     seeds = defaultdict(set)
@@ -142,7 +143,7 @@ def over_seeds(rows: list[dict]) -> list[dict]:
             groups[row["backbone"], row["prior"], row["prompt"]].append(row)
     out = []
     for (backbone, prior, prompt), runs in groups.items():
-        if {r.get("seed") for r in runs} != seeds[backbone]:
+        if len(seeds[backbone]) < 2 or {r.get("seed") for r in runs} != seeds[backbone]:
             continue
         valid = f"gt/validity@{VALIDITY_IOU:g}"  # a 2D run's share of valid particles; else its one result
         validity = [r["metrics"].get(valid, float(r["metrics"].get("gt/iou", math.nan) >= VALIDITY_IOU)) for r in runs]

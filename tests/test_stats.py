@@ -172,3 +172,4 @@ def test_over_seeds_counts_every_particle_of_a_2d_run():
     rows = [row(0, ["a", "b"], 0.5), row(1, ["b", "c"], 0.0)]
     (out,) = bench.over_seeds(rows)
     assert out["metrics"]["seeds/distinct_scenes"] == 3.0 and out["metrics"]["seeds/validity@0.5"] == 0.25
+    assert bench.over_seeds(rows[:1]) == []  # one seed: no diversity over seeds to measure
