@@ -190,6 +190,20 @@ def test_sdi_noisy_latent_is_the_ddim_inversion(model, conditioning, latents):
     torch.testing.assert_close(g, model.sigma(t) * (eps_hat - kappa), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("timestep", [999, 200])
+def test_sdi_entropy_is_a_fixed_share_of_kappa_at_every_t(model, conditioning, latents, timestep):
+    """The thesis' N(0, (0.3 sigma(t))^2) lives on x_bar = z0 + sigma(t) kappa: kappa gains 0.3 eps, whatever t."""
+    t = torch.tensor([timestep, timestep])
+    eps = noise_like(latents)
+    kappas = {}
+    for entropy in ("none", "paper"):
+        prior = setup(SDI(tau_max=0.0, entropy=entropy), model, conditioning)
+        z_t, kappas[entropy] = prior.noisy(latents, t, eps, conditioning, 7.5, None)
+        torch.testing.assert_close(z_t, model.add_noise(latents, kappas[entropy], t), rtol=0, atol=1e-5)
+    # the same deterministic inversion twice: only one float32 add (kappa + 0.3 eps) stands between them
+    torch.testing.assert_close(kappas["paper"] - kappas["none"], 0.3 * eps, rtol=0, atol=1e-5)
+
+
 def test_sdi_time_decays_linearly():
     schedule = LinearDecayTimesteps(t_max=1.0, t_min=0.2)
     schedule.setup(100)

@@ -5,7 +5,11 @@
     g     = sigma(t) (eps_hat_7.5(z_t; y) - kappa)
 
 ``t`` decays linearly with the step (1 -> 0.2 in the paper), ``tau ~ U(0, tau_max)``.
-``entropy``: 'paper' adds N(0, (0.3 sigma(t))^2) to kappa; 'none' adds nothing.
+``entropy``: 'paper' adds the thesis' small entropy term N(0, (0.3 sigma(t))^2) to the inverted latent in its
+variables ``x_bar = z / sqrt(abar) = z0 + sigma(t) kappa`` (Sec. 5.2), that is ``kappa += 0.3 eps``: noise of a
+fixed 0.3 of kappa's own size at every t (the reference code's eta-0.3 DDIM noise is of that size too);
+'none' adds nothing. (Adding 0.3 sigma(t) eps to kappa itself would make it 4.4x kappa's size at t = 1 on
+SD's schedule: the render's own noise would drown, and in 2D the result stays a speckled canvas.)
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class SDI(Prior):
         a_inv = self.model.abar(torch.tensor([t_inv]))
         kappa = (z_inv - a_inv.sqrt() * z) / (1 - a_inv).sqrt()  # the noise that DDIM put into z
         if self.entropy == "paper":
-            kappa = kappa + self.entropy_scale * self.model.sigma(t) * noise
+            kappa = kappa + self.entropy_scale * noise  # = N(0, (0.3 sigma(t))^2) on x_bar
         return self.model.add_noise(z, kappa, t), kappa
 
     def target(self, z_t, t, c, scale):
