@@ -199,9 +199,11 @@ def test_sdi_entropy_is_a_fixed_share_of_kappa_at_every_t(model, conditioning, l
     for entropy in ("none", "paper"):
         prior = setup(SDI(tau_max=0.0, entropy=entropy), model, conditioning)
         z_t, kappas[entropy] = prior.noisy(latents, t, eps, conditioning, 7.5, None)
-        torch.testing.assert_close(z_t, model.add_noise(latents, kappas[entropy], t), rtol=0, atol=1e-5)
-    # the same deterministic inversion twice: only one float32 add (kappa + 0.3 eps) stands between them
-    torch.testing.assert_close(kappas["paper"] - kappas["none"], 0.3 * eps, rtol=0, atol=1e-5)
+        assert torch.equal(z_t, model.add_noise(latents, kappas[entropy], t))
+    # the same deterministic inversion twice: one float32 add (kappa + 0.3 eps) and the subtraction back stand
+    # between them, each rounding by at most half an ulp of its result
+    bound = 2 * torch.finfo(torch.float32).eps * (kappas["none"].abs() + 0.3 * eps.abs()).max()
+    torch.testing.assert_close(kappas["paper"] - kappas["none"], 0.3 * eps, rtol=0, atol=float(bound))
 
 
 def test_sdi_time_decays_linearly():
