@@ -117,3 +117,22 @@ def test_nothing_measured_names_the_command_and_the_report_has_a_row_per_claim(t
     text = (tmp_path / "claims.md").read_text()
     assert "`python -m lods.bench <sweep dir> --out bench/standard`" in text and "`python -m lods.eval.premise`" in text
     assert (tmp_path / "claims.json").is_file()
+
+
+def test_the_floater_claim_pairs_guidance_100_with_the_same_configuration_at_its_default():
+    def run(prior, prompt, floaters):
+        return {**_run("gaussians", prior, prompt, 15.0), "exact": {"psnr": 15.0, "floater_mass": floaters}}
+
+    # runs kept from before a default changed: sds_r06 and sds_r06@100; the new default 'sds' has no @100 partner
+    runs = [run("sds", f"p{i}", 0.5) for i in range(4)]
+    runs += [run("sds_r06", f"p{i}", 0.01) for i in range(4)] + [run("sds_r06@100", f"p{i}", 0.03) for i in range(4)]
+    finding = claims.cfg_detail_and_floaters(claims.Sources(None, None, {"runs": runs}, {}))
+    assert "SDS guidance 100 - the same configuration at the default (sds_r06), floater mass +0.0200" in (
+        finding.measurement
+    )
+    runs += [{**run("sds_r06", f"p{i}", 0.9), "backbone": "nerf"} for i in range(4)]  # another backbone: not paired
+    finding = claims.cfg_detail_and_floaters(claims.Sources(None, None, {"runs": runs}, {}))
+    assert "(sds_r06), floater mass +0.0200" in finding.measurement and "(n=4)" in finding.measurement
+    runs += [run("sds@100", f"p{i}", 0.4) for i in range(4)]  # a pair at the current default wins
+    finding = claims.cfg_detail_and_floaters(claims.Sources(None, None, {"runs": runs}, {}))
+    assert "SDS guidance 100 - the default, floater mass -0.1000" in finding.measurement

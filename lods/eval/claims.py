@@ -172,13 +172,20 @@ def cfg_detail_and_floaters(s: Sources) -> Finding:
         parts.append("no premise test yet: `python -m lods.eval.premise`")
         verdicts.append(MISSING)
     runs = (s.fidelity or {}).get("runs", [])
-    high = {r["prompt"]: r["exact"].get("floater_mass", math.nan) for r in runs if r["prior"] == "sds@100"}
-    default = {r["prompt"]: r["exact"].get("floater_mass", math.nan) for r in runs if r["prior"] == "sds"}
+    high_label, base_label = _guidance_100_pair(runs)
+    # paired by backbone and prompt (the same label can name runs on both backbones)
+    high = {
+        (r["backbone"], r["prompt"]): r["exact"].get("floater_mass", math.nan) for r in runs if r["prior"] == high_label
+    }
+    default = {
+        (r["backbone"], r["prompt"]): r["exact"].get("floater_mass", math.nan) for r in runs if r["prior"] == base_label
+    }
     if high and default:
-        backbone = sorted({r["backbone"] for r in runs if r["prior"] == "sds@100"})
+        backbone = sorted({r["backbone"] for r in runs if r["prior"] == high_label})
         d = paired_difference(high, default).as_dict()
+        against = "the default" if base_label == "sds" else f"the same configuration at the default ({base_label})"
         parts.append(
-            f"3D ({', '.join(backbone)}), SDS guidance 100 - the default, floater mass {_fmt(d, '{:+.4f}')} "
+            f"3D ({', '.join(backbone)}), SDS guidance 100 - {against}, floater mass {_fmt(d, '{:+.4f}')} "
             "(expected > 0: very large guidance floats)"
         )
         verdicts.append(verdict(d, 1))
@@ -186,6 +193,20 @@ def cfg_detail_and_floaters(s: Sources) -> Finding:
         parts.append("no 3D guidance variants yet: `python -m lods.eval.fidelity --priors sds,sds@100`")
         verdicts.append(MISSING)
     return Finding("; ".join(parts), combine(verdicts))
+
+
+def _guidance_100_pair(runs: list[dict]) -> tuple[str | None, str | None]:
+    """The fidelity labels of SDS at guidance 100 and of the same configuration at its default guidance:
+    ``sds@100`` and ``sds`` when both were run, else a relabelled pair such as ``sds_r06@100`` and ``sds_r06``
+    (runs kept when a backbone default changed, with the old value as an explicit override)."""
+    labels = {r["prior"] for r in runs}
+    pairs = sorted(
+        (label, label[: -len("@100")])
+        for label in labels
+        if label.startswith("sds") and label.endswith("@100") and label[: -len("@100")] in labels
+    )
+    pairs.sort(key=lambda pair: pair[1] != "sds")  # the current default first
+    return pairs[0] if pairs else (None, None)
 
 
 def diversity(s: Sources) -> Finding:
