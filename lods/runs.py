@@ -13,6 +13,7 @@ runs -> system -> backbones, priors, tasks -> diffusion.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,62 @@ def load_system(run_dir: str | Path) -> tuple[ScoreDistillationSystem, int]:
     system.load_state_dict(state["state_dict"])
     system.eval()
     return system, int(state["global_step"])
+
+
+# The settings that make a run what it is; not where it writes, how it logs or how often it saves.
+RECIPE = ("model", "prior", "backbone", "task", "cfg_schedule", "optimizer", "trainer.max_steps", "seed")
+
+
+def _flatten(value, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict):
+        items: dict[str, object] = {}
+        for key, item in value.items():
+            items.update(_flatten(item, f"{prefix}.{key}"))
+        return items
+    return {prefix: value}
+
+
+def recipe(cfg: DictConfig) -> dict[str, object]:
+    """A config's :data:`RECIPE` settings, resolved, as {dotted key: value} (JSON-ready, for a run's record)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    flat: dict[str, object] = {}
+    for key in RECIPE:
+        node = container
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            flat.update(_flatten(node, key))
+    return flat
+
+
+def recipe_changes(saved: dict[str, object], wanted: DictConfig, overrides: Sequence[str] = ()) -> list[str]:
+    """Where a run's ``saved`` recipe and the config asked for now (``wanted``) describe different runs: one
+    'key: saved -> wanted' line per setting. A key the saved recipe lacks (an option added after the run, whose
+    default keeps the behaviour from before it) counts only where ``overrides`` set it."""
+    named = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    changes = []
+    for key, value in recipe(wanted).items():
+        if key in saved and saved[key] != value:
+            changes.append(f"{key}: {saved[key]!r} -> {value!r}")
+        elif key not in saved and key in named:
+            changes.append(f"{key}: (not an option then) -> {value!r}")
+    return changes
+
+
+def require_recipe(
+    run_dir: str | Path, wanted: DictConfig, overrides: Sequence[str] = (), saved: dict[str, object] | None = None
+) -> None:
+    """Raise :class:`RunDirectoryError` where the run in ``run_dir`` was made with other settings than ``wanted``
+    (e.g. a default changed since it ran), so that its results are not read back as the run asked for now.
+    ``saved``: the run's recipe as its record keeps it; else its config.yaml's; a run with neither (a record
+    from before recipes were kept, its config.yaml not committed) is not checked."""
+    if saved is None:
+        if not (Path(run_dir) / CONFIG_FILE).is_file():
+            return
+        saved = recipe(read_config(run_dir))
+    changes = recipe_changes(saved, wanted, overrides)
+    if changes:
+        raise RunDirectoryError(
+            f"'{run_dir}' was run with other settings than asked for now ({'; '.join(changes)}): move it to a "
+            "label whose overrides name its settings, or delete it to run it again"
+        )

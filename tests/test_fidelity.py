@@ -119,6 +119,26 @@ def test_runs_are_recorded_and_a_relaunch_reads_them_back(tmp_path):
         fidelity.main([*argv[:-4], "--steps", "3", "--out", str(tmp_path)])
 
 
+def test_a_record_made_before_a_default_changed_is_refused_not_read_back(tmp_path):
+    argv = ["--model", "tiny", "--prompts", "1", "--categories", "single", "--backbones", "gaussians"]
+    argv += ["--priors", "sds", "--steps", "2", "--out", str(tmp_path)]
+    fidelity.main(argv)
+    (record_file,) = tmp_path.glob("runs/gaussians/sds/seed0/*/fidelity.json")
+    record = json.loads(record_file.read_text())
+    radius = record["recipe"]["backbone.init_radius"]
+    assert record["recipe"]["prior.guidance_scale"] == 100 and record["recipe"]["trainer.max_steps"] == 2
+    (record_file.parent / "config.yaml").unlink()  # a fresh clone: the record alone says how the run was made
+    record["recipe"]["backbone.init_radius"] = radius * 2  # as if the default had been twice as large then
+    record_file.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=rf"backbone.init_radius: {radius * 2} -> {radius}"):
+        fidelity.main(argv)
+    del record["recipe"]  # a record from before recipes were kept, without its config.yaml: read back unchecked
+    record_file.write_text(json.dumps(record))
+    stamp = record_file.stat().st_mtime_ns
+    fidelity.main(argv)
+    assert record_file.stat().st_mtime_ns == stamp
+
+
 def test_a_variant_can_set_its_own_step_count(tmp_path):
     argv = ["--model", "tiny", "--prompts", "1", "--categories", "single", "--backbones", "gaussians"]
     argv += ["--priors", "sds", "--variant", "sds_short=prior=sds,trainer.max_steps=2", "--out", str(tmp_path)]

@@ -37,3 +37,28 @@ def test_final_images_in_index_order(tmp_path):
     assert [round(float(x) * 255) for x in images[:, 0, 0, 0]] == [0, 40, 200]
     with pytest.raises(FileNotFoundError, match="no images/final_"):
         runs.final_images(tmp_path / "images")
+
+
+def test_a_run_made_with_other_settings_is_named_key_by_key(tmp_path):
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.create({"seed": 0, "backbone": {"init_radius": 0.6}, "trainer": {"max_steps": 9}, "run_dir": "a"})
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    wanted = OmegaConf.create({"seed": 0, "backbone": {"init_radius": "${half:0.6}", "halo_points": 0}})
+    wanted.trainer = {"max_steps": 9, "accelerator": "gpu"}  # only trainer.max_steps is part of what a run is
+    wanted.run_dir = "b"
+    OmegaConf.register_new_resolver("half", lambda x: x / 2, replace=True)
+    assert runs.recipe(wanted) == {
+        "backbone.init_radius": 0.3,
+        "backbone.halo_points": 0,
+        "trainer.max_steps": 9,
+        "seed": 0,
+    }
+    with pytest.raises(runs.RunDirectoryError, match=r"backbone.init_radius: 0.6 -> 0.3\)"):
+        runs.require_recipe(tmp_path, wanted)  # the saved side from config.yaml; an option added since is left out
+    saved.backbone.init_radius = 0.3
+    runs.require_recipe(tmp_path, wanted, saved=runs.recipe(saved))
+    assert runs.recipe_changes(runs.recipe(saved), wanted, ["backbone.halo_points=0"]) == [
+        "backbone.halo_points: (not an option then) -> 0"
+    ]
+    runs.require_recipe(tmp_path / "elsewhere", wanted)  # neither a record's recipe nor a config.yaml: unchecked

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from lods.eval.premise import fixed_settings, quiet_logs, train_or_resume, write_json
+from lods.eval.premise import check_recipe, fixed_settings, quiet_logs, train_or_resume, write_json
 from lods.toyworld import grammar
 
 PRIORS: dict[str, tuple[str, ...]] = {  # label -> overrides (conf/prior defaults)
@@ -253,7 +253,7 @@ def run_views(run_dir: Path) -> list[tuple[float, float]]:
 
 def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequence[str], accelerator: str) -> dict:
     """One 3D run's record (fidelity.json): read back when finished, else trained (or resumed) and scored."""
-    from lods.runs import final_images
+    from lods.runs import final_images, read_config, recipe
 
     run_dir = spec.directory(out)
     record_file = run_dir / RECORD
@@ -265,6 +265,7 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
                 f"{run_dir} ran '{spec.prior}' as {record['prior_overrides']}, not {asked}: give the variant "
                 "another label (or --out another folder)"
             )
+        check_recipe(run_dir, spec.overrides(model, extra), steps, record.get("recipe"))
         return record
     if steps is None:  # the trainer's default (3D) step count, or the one a variant sets (trainer.max_steps=300)
         from lods.config import compose_config
@@ -285,6 +286,7 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
         "seconds_per_step": metrics.get("seconds_per_step"),
         "wall_seconds": metrics.get("wall_seconds"),
         "run_dir": str(run_dir.relative_to(out)),
+        "recipe": recipe(read_config(run_dir)),
     }
     write_json(record_file, record)
     return record
@@ -613,12 +615,14 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[bound {i}/{len(args.prompt_list)}] '{prompt.text}': psnr {m['psnr']:.2f}, iou {m['iou']:.3f}")
         del model
     if not args.bound_only:
+        from lods.runs import RunDirectoryError
+
         for i, spec in enumerate(specs, 1):
             t = time.perf_counter()
             done = (spec.directory(out) / RECORD).is_file()
             try:
                 record = run_one(spec, args.steps, out, args.model, args.override, args.accelerator)
-            except FidelityError as error:
+            except (FidelityError, RunDirectoryError) as error:
                 raise SystemExit(f"error: {error}") from None
             m, e = record["metrics"], record["exact"]
             state = "finished before" if done else f"{time.perf_counter() - t:.0f} s"

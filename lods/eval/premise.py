@@ -310,6 +310,7 @@ def diversity_of_images(images: torch.Tensor, caption: str) -> dict[str, float]:
 
 def make_record(spec: RunSpec, metrics: dict, run_dir: Path, out: Path) -> dict:
     """The row of results.json of a finished run (its metrics.json, the diversity of its particles, the movement)."""
+    from lods.runs import read_config, recipe
     from lods.toyworld.evaluate import METRIC_KEYS
 
     gt = {k[3:]: v for k, v in metrics.items() if k.startswith("gt/")}
@@ -334,6 +335,7 @@ def make_record(spec: RunSpec, metrics: dict, run_dir: Path, out: Path) -> dict:
         "seconds_per_step": metrics.get("seconds_per_step"),
         "wall_seconds": metrics.get("wall_seconds"),
         "run_dir": str(run_dir.relative_to(out)),
+        "recipe": recipe(read_config(run_dir)),
     }
 
 
@@ -343,13 +345,27 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def check_recipe(run_dir: Path, overrides: Sequence[str], steps: int | None, saved: dict | None = None) -> None:
+    """Raise :class:`lods.runs.RunDirectoryError` where the run in ``run_dir`` was made with other settings than
+    ``overrides`` (and ``steps``; None: the default) give now, e.g. after a default changed: its results must not
+    be read back, or resumed, as this run's. ``saved``: the recipe its record keeps (else its config.yaml's)."""
+    from lods.config import compose_config
+    from lods.runs import require_recipe
+
+    overrides = [*overrides, *([f"trainer.max_steps={steps}"] if steps is not None else [])]
+    require_recipe(run_dir, compose_config(overrides), overrides, saved)
+
+
 def train_or_resume(run_dir: Path, overrides: Sequence[str], steps: int, accelerator: str) -> dict:
     """The metrics.json of the run in ``run_dir``: read back when it finished, resumed from its last checkpoint
-    when it stopped after one, else trained from the start (:func:`lods.training.run_quietly`)."""
+    when it stopped after one, else trained from the start (:func:`lods.training.run_quietly`). A finished or
+    stopped run made with other settings raises :class:`lods.runs.RunDirectoryError` (:func:`check_recipe`)."""
     from lods.config import compose_config
     from lods.runs import RESULT_FILE, last_checkpoint, read_metrics
     from lods.training import run_quietly, train
 
+    if (run_dir / RESULT_FILE).is_file() or last_checkpoint(run_dir) is not None:
+        check_recipe(run_dir, overrides, steps)
     if (run_dir / RESULT_FILE).is_file():  # trained, stopped before its record was written
         return read_metrics(run_dir)
     if last_checkpoint(run_dir) is not None:  # stopped after its last checkpoint: train() resumes it
@@ -362,7 +378,9 @@ def run_one(spec: RunSpec, steps: int, out: Path, model: str, extra: Sequence[st
     run_dir = spec.directory(out)
     record_file = run_dir / RECORD
     if record_file.is_file():
-        return json.loads(record_file.read_text())
+        record = json.loads(record_file.read_text())
+        check_recipe(run_dir, spec.overrides(model, extra), steps, record.get("recipe"))
+        return record
     metrics = train_or_resume(run_dir, spec.overrides(model, extra), steps, accelerator)
     record = make_record(spec, metrics, run_dir, out)
     write_json(record_file, record)
@@ -855,11 +873,16 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if saved is None:
         write_json(out / SETTINGS, settings)
+    from lods.runs import RunDirectoryError
+
     started = time.perf_counter()
     for i, spec in enumerate(specs, 1):
         done = (spec.directory(out) / RECORD).is_file()
         t = time.perf_counter()
-        record = run_one(spec, steps, out, args.model, args.override, args.accelerator)
+        try:
+            record = run_one(spec, steps, out, args.model, args.override, args.accelerator)
+        except RunDirectoryError as error:
+            raise SystemExit(f"error: {error}") from None
         m = record["metrics"]
         scores = ", ".join(f"{k} {m[k]:.3g}" for k in METRICS if k in m)
         moved = f", movement {record['movement']['movement']:.2e}" if record.get("movement") else ""
