@@ -126,6 +126,8 @@ def test_a_record_made_before_a_default_changed_is_refused_not_read_back(tmp_pat
     (record_file,) = tmp_path.glob("runs/gaussians/sds/seed0/*/fidelity.json")
     record = json.loads(record_file.read_text())
     radius = record["recipe"]["backbone.init_radius"]
+    (listed,) = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert "recipe" not in listed and listed["prompt"] == record["prompt"]  # the record alone keeps it
     assert record["recipe"]["prior.guidance_scale"] == 100 and record["recipe"]["trainer.max_steps"] == 2
     (record_file.parent / "config.yaml").unlink()  # a fresh clone: the record alone says how the run was made
     record["recipe"]["backbone.init_radius"] = radius * 2  # as if the default had been twice as large then

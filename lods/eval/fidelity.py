@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from lods.eval.premise import check_recipe, fixed_settings, quiet_logs, train_or_resume, write_json
+from lods.eval.premise import check_recipe, fixed_settings, quiet_logs, train_or_resume, without_recipes, write_json
 from lods.toyworld import grammar
 
 PRIORS: dict[str, tuple[str, ...]] = {  # label -> overrides (conf/prior defaults)
@@ -490,7 +490,9 @@ def write_grid(out: Path, prompts: Sequence[Prompt], runs: Sequence[dict]) -> Pa
 def write_outputs(out: Path, settings: dict, prompts: Sequence[Prompt]) -> dict:
     bounds, runs = finished(out)
     table = summarize(bounds, runs)
-    write_json(out / "results.json", {"settings": settings, "table": table, "bounds": bounds, "runs": runs})
+    write_json(
+        out / "results.json", {"settings": settings, "table": table, "bounds": bounds, "runs": without_recipes(runs)}
+    )
     (out / "table.md").write_text(
         markdown(table, settings)
         + "\ngrid.png: one row per prompt; for the front, side and back views: ground truth, 2D bound, then "

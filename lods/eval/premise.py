@@ -649,13 +649,24 @@ def finished_records(out: Path) -> list[dict]:
     return sorted(records, key=lambda r: (order[r["prior"]], r["seed"], KINDS.index(r["kind"]), r["run_dir"]))
 
 
+def without_recipes(records: Sequence[dict]) -> list[dict]:
+    """Records as results.json lists them: without their recipes (each run's own record keeps its recipe)."""
+    return [{k: v for k, v in r.items() if k != "recipe"} for r in records]
+
+
 def write_outputs(out: Path, settings: dict) -> dict:
     records = finished_records(out)
     table = summarize(records)
     diffs, gaps = differences(records), open_gaps(records)
     write_json(
         out / "results.json",
-        {"settings": settings, "runs": records, "table": table, "differences": diffs, "open_minus_full": gaps},
+        {
+            "settings": settings,
+            "runs": without_recipes(records),
+            "table": table,
+            "differences": diffs,
+            "open_minus_full": gaps,
+        },
     )
     samples = [r for p in sorted((out / PRIOR_SAMPLES).glob("cfg*.json")) for r in json.loads(p.read_text())]
     (out / "table.md").write_text(
