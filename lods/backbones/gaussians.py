@@ -74,6 +74,9 @@ class GaussianBackbone(Backbone3D):
         init_path: str | None = None,
         num_points: int = 2000,
         init_radius: float = 0.6,
+        halo_points: int = 0,
+        halo_radius: float = 0.9,
+        halo_opacity: float = 0.02,
         init_color: str = "grey",
         init_opacity: float = 0.1,
         init_scale: float = 1.0,
@@ -115,16 +118,27 @@ class GaussianBackbone(Backbone3D):
         check_choice("strategy", strategy, STRATEGIES)
         if not 0 <= sh_degree <= MAX_SH_DEGREE:
             raise ValueError(f"sh_degree {sh_degree} is not supported; choose one of: 0, 1, 2, 3")
+        if halo_points < 0:
+            raise ValueError(f"halo_points must be >= 0, got {halo_points}")
+        if halo_points and init != "ball":
+            raise ValueError(f"halo_points ({halo_points}) needs init 'ball', got init '{init}'")
         if init == "point_cloud" and not init_path:
             raise ValueError("init 'point_cloud' needs init_path: the .ply point cloud to start from")
         if init == "point_cloud" and not Path(init_path).is_file():
             raise ValueError(f"init_path '{init_path}' is not a file: init 'point_cloud' needs a .ply point cloud")
         if num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {num_points}")
-        if max_gaussians < num_points:
-            raise ValueError(f"max_gaussians ({max_gaussians}) must be >= num_points ({num_points})")
         if not 0 < init_opacity < 1:
             raise ValueError(f"init_opacity must be in (0, 1), got {init_opacity}")
+        if max_gaussians < num_points + halo_points:
+            raise ValueError(
+                f"max_gaussians ({max_gaussians}) must be >= num_points ({num_points})"
+                + (f" + halo_points ({halo_points})" if halo_points else "")
+            )
+        if halo_points and not halo_radius > init_radius:
+            raise ValueError(f"halo_radius ({halo_radius}) must be > init_radius ({init_radius})")
+        if not 0 < halo_opacity < 1:
+            raise ValueError(f"halo_opacity must be in (0, 1), got {halo_opacity}")
         for name, value in (("init_radius", init_radius), ("scene_extent", scene_extent), ("init_scale", init_scale)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
@@ -134,6 +148,7 @@ class GaussianBackbone(Backbone3D):
             raise ValueError(f"max_anisotropy must be >= 1, got {max_anisotropy}")
         self.init, self.init_path, self.num_points = init, init_path, num_points
         self.init_radius, self.init_color = init_radius, init_color
+        self.halo_points, self.halo_radius, self.halo_opacity = halo_points, halo_radius, halo_opacity
         self.init_opacity, self.init_scale = init_opacity, init_scale
         self.sh_degree, self.sh_degree_interval, self.scene_extent = sh_degree, sh_degree_interval, scene_extent
         self.lr_means, self.lr_means_final, self.lr_means_decay_steps = lr_means, lr_means_final, lr_means_decay_steps
@@ -161,7 +176,8 @@ class GaussianBackbone(Backbone3D):
 
     # ------------------------------------------------------------------ setup
     def setup(self, model=None, source_rgb: Tensor | None = None, generator: torch.Generator | None = None) -> None:
-        """Create the Gaussians: ``num_points`` in a ball of ``init_radius`` or from ``init_path``'s point cloud."""
+        """Create the Gaussians: ``num_points`` in a ball of ``init_radius`` (and ``halo_points`` fainter ones in
+        the shell out to ``halo_radius``) or from ``init_path``'s point cloud."""
         device = getattr(model, "device", None) or torch.device("cpu")
         self._generator = generator
         g_device = generator.device if generator is not None else "cpu"
@@ -169,12 +185,16 @@ class GaussianBackbone(Backbone3D):
         def uniform(*shape: int) -> Tensor:
             return torch.rand(*shape, generator=generator, device=g_device).cpu()
 
+        def in_shell(n: int, r0: float, r1: float) -> Tensor:  # uniform in volume between radii r0 < r1
+            direction = torch.randn(n, 3, generator=generator, device=g_device).cpu()
+            inner = (r0 / r1) ** 3
+            return nn.functional.normalize(direction, dim=-1) * r1 * (inner + (1 - inner) * uniform(n, 1)) ** (1 / 3)
+
         colours = None
         if self.init == "ball":
-            direction = torch.nn.functional.normalize(
-                torch.randn(self.num_points, 3, generator=generator, device=g_device).cpu(), dim=-1
-            )
-            means = direction * self.init_radius * uniform(self.num_points, 1) ** (1 / 3)
+            means = in_shell(self.num_points, 0.0, self.init_radius)
+            if self.halo_points:
+                means = torch.cat([means, in_shell(self.halo_points, self.init_radius, self.halo_radius)])
         else:
             means, colours = read_point_cloud(self.init_path)
             if len(means) == 0:
@@ -188,11 +208,14 @@ class GaussianBackbone(Backbone3D):
         scales = (mean_neighbour_distance(means) * self.init_scale).clamp_min(1e-4).log()[:, None].repeat(1, 3)
         quats = torch.zeros(N, 4)
         quats[:, 0] = 1.0
+        opacities = torch.full((N,), self.init_opacity)
+        if self.init == "ball" and self.halo_points:
+            opacities[self.num_points :] = self.halo_opacity
         values = {
             "means": means,
             "quats": quats,
             "scales": scales,
-            "opacities": torch.full((N,), math.log(self.init_opacity / (1 - self.init_opacity))),
+            "opacities": torch.logit(opacities),
             "sh0": rgb_to_sh0(colours),
             "shN": torch.zeros(N, (self.sh_degree + 1) ** 2 - 1, 3),
         }

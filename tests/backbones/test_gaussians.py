@@ -83,6 +83,22 @@ def test_render_shapes_ranges_and_init():
     assert not torch.equal(make(300, seed=1, init_radius=0.5).means, backbone.means)
 
 
+def test_a_halo_adds_fainter_gaussians_in_the_shell_around_the_ball():
+    ball = make(300, init_radius=0.3)
+    backbone = make(300, init_radius=0.3, halo_points=100, halo_radius=0.9, halo_opacity=0.02)
+    assert backbone.num_gaussians == 400
+    torch.testing.assert_close(backbone.means[:300], ball.means)  # the ball is drawn first, as without a halo
+    radii = backbone.means[300:].norm(dim=-1)
+    assert radii.min() >= 0.3 - 1e-6 and radii.max() <= 0.9 + 1e-6
+    # Uniform in volume: the inner half of the shell by radius (0.3..0.6) holds (0.6^3 - 0.3^3) / (0.9^3 - 0.3^3)
+    # = 27% of it; 100 draws put that fraction within +-4.5 binomial standard deviations (0.044 each).
+    assert abs((radii < 0.6).float().mean().item() - 0.27) < 0.2
+    torch.testing.assert_close(torch.sigmoid(backbone.opacities[:300]), torch.full((300,), 0.1))
+    torch.testing.assert_close(torch.sigmoid(backbone.opacities[300:]), torch.full((100,), 0.02))
+    # The halo is sparser, so its Gaussians start larger (scale: mean distance to the 3 nearest neighbours).
+    assert backbone.scales[300:, 0].exp().median() > 2 * backbone.scales[:300, 0].exp().median()
+
+
 def test_gradients_reach_every_parameter():
     backbone = make(150, sh_degree=1, sh_degree_interval=1, background="learned")
     with torch.no_grad():
@@ -447,6 +463,11 @@ def test_init_from_a_point_cloud(tmp_path):
         (dict(init="point_cloud"), "init 'point_cloud' needs init_path"),
         (dict(num_points=100, max_gaussians=50), r"max_gaussians \(50\) must be >= num_points \(100\)"),
         (dict(init_opacity=1.5), r"init_opacity must be in \(0, 1\), got 1.5"),
+        (dict(halo_points=-1), "halo_points must be >= 0, got -1"),
+        (dict(halo_points=10, init="point_cloud", init_path="x.ply"), r"halo_points \(10\) needs init 'ball'"),
+        (dict(halo_points=10, halo_radius=0.5), r"halo_radius \(0.5\) must be > init_radius \(0.6\)"),
+        (dict(halo_points=10, halo_opacity=0), r"halo_opacity must be in \(0, 1\), got 0"),
+        (dict(num_points=100, halo_points=10, max_gaussians=105), r"must be >= num_points \(100\) \+ halo_points"),
         (dict(opacity_reg_steps=[10, 5]), r"opacity_reg_steps must be \[start, end\]"),
         (dict(refine_every=0), "refine_every must be >= 1, got 0"),
     ],
