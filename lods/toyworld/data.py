@@ -15,6 +15,7 @@ toyworld's fixed distance and field of view); the view suffix is chosen with the
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -73,21 +74,29 @@ def render_views(
     supersample: int = SUPERSAMPLE,
     progress: bool = True,
     balanced: bool = False,
+    categories: Sequence[str] = grammar.CATEGORIES,
 ) -> ViewSet:
-    """``num_scenes`` scenes (categories in equal shares), each seen from ``views_per_scene`` random cameras
-    (``balanced``: going round the view words)."""
+    """``num_scenes`` scenes, each seen from ``views_per_scene`` random cameras (``balanced``: going round the
+    view words). Scene ``i`` is of category ``categories[i % len(categories)]``: the default gives the three
+    categories in equal shares, and repeating a name weights it (``("surroundings", "surroundings", "single",
+    "multiple")`` makes half the scenes surroundings)."""
+    categories = tuple(categories)
+    unknown = sorted(set(categories) - set(grammar.CATEGORIES))
+    if not categories or unknown:
+        said = f"unknown scene categories {unknown}" if unknown else "no scene categories given"
+        raise ValueError(f"{said}; choose from: {', '.join(grammar.CATEGORIES)}")
     rng = random.Random(seed)
-    images, captions, categories = [], [], []
+    images, captions, view_categories = [], [], []
     with Progress(disable=not progress) as bar:
         task = bar.add_task("rendering toyworld views", total=num_scenes)
         for i in range(num_scenes):
-            category = grammar.CATEGORIES[i % len(grammar.CATEGORIES)]
+            category = categories[i % len(categories)]
             scene = grammar.scene_at(category, rng.randrange(grammar.count_scenes(category)))
             azimuths, elevations = zip(*scene_cameras(views_per_scene, rng, balanced))
             gt = render_scene(scene, default_cameras(azimuths, elevations, size), supersample)
             images.append((gt.rgb * 255).round().to(torch.uint8))
             caption = grammar.scene_caption(scene)
             captions += [grammar.with_view_suffix(caption, view_direction(a, e)) for a, e in zip(azimuths, elevations)]
-            categories += [category] * views_per_scene
+            view_categories += [category] * views_per_scene
             bar.advance(task)
-    return ViewSet(torch.cat(images), captions, categories)
+    return ViewSet(torch.cat(images), captions, view_categories)

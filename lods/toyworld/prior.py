@@ -2,6 +2,8 @@
 
     make toyworld-prior                        # = python -m lods.toyworld.prior
     python -m lods.toyworld.prior resume=outputs/toyworld_prior/<run>   # continue a killed run
+    python -m lods.toyworld.prior init=lods/models/toyworld output=<folder> unet.steps=1500 unet.lr=2e-4 \
+        'data.categories=[surroundings,surroundings,single,multiple]'      # go on training the shipped prior
 
 Stages, each a Lightning fit that resumes from its own last checkpoint:
 1. render the training views (random scenes and cameras, captions with view suffixes);
@@ -10,7 +12,9 @@ Stages, each a Lightning fit that resumes from its own last checkpoint:
 3. the text encoder (CLIP architecture, word-level tokenizer over the grammar's vocabulary) and
    the U-Net together, with the epsilon-prediction loss on the SD 2.1-base DDPM schedule and an
    empty caption 10% of the time (for classifier-free guidance); an EMA of the U-Net is kept.
-The result is written with ``DiffusionModel.save_pretrained`` (diffusers layout) and evaluated
+With ``init=<folder of a trained prior>`` stage 3 goes on from that prior's text encoder and U-Net (its
+VAE and latent scale are kept, stage 2 is skipped), e.g. on views weighted towards one category
+(``data.categories``). The result is written with ``DiffusionModel.save_pretrained`` (diffusers layout) and evaluated
 against ground truth (``lods.toyworld.evaluate``).
 """
 
@@ -183,9 +187,25 @@ def _load_views(cfg: DictConfig, run_dir: Path) -> ViewSet:
         return ViewSet(data["images"], data["captions"], data["categories"])
     # Runs started before balanced views existed have no data.balanced_views: uniform cameras.
     balanced = cfg.data.get("balanced_views", False)
-    views = render_views(cfg.data.num_scenes, cfg.data.views_per_scene, cfg.seed, cfg.data.size, balanced=balanced)
+    # Runs started before data.categories existed drew the three categories in equal shares.
+    categories = cfg.data.get("categories") or grammar.CATEGORIES
+    views = render_views(
+        cfg.data.num_scenes, cfg.data.views_per_scene, cfg.seed, cfg.data.size, balanced=balanced, categories=categories
+    )
     torch.save({"images": views.images, "captions": views.captions, "categories": views.categories}, path)
     return views
+
+
+def _continued_prior(init: str, output: str) -> DiffusionModel:
+    """The trained prior in folder ``init``, to train on (its U-Net is the shipped EMA one)."""
+    from lods.toyworld.model import load_prior
+
+    if Path(init).resolve() == Path(output).resolve():
+        raise ValueError(
+            f"init and output are the same folder ('{init}'): the continued prior would overwrite the one it "
+            "starts from. Write it elsewhere (output=<folder>) and copy it over once it is measured."
+        )
+    return load_prior(init, device="cpu", dtype="float32")
 
 
 def train_prior(cfg: DictConfig) -> Path:
@@ -198,32 +218,45 @@ def train_prior(cfg: DictConfig) -> Path:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
+    init = cfg.get("init")  # runs started before init existed trained from scratch
+    base = _continued_prior(init, cfg.output) if init else None
     views = _load_views(cfg, run_dir)
     log.info("%d training views of %d scenes", len(views), cfg.data.num_scenes)
 
-    # Stage 1: VAE.
-    vae = instantiate(cfg.vae.model)
-    vae_stage = VAEStage(vae, cfg.vae.lr, cfg.vae.kl_weight)
-    _fit(vae_stage, torch.utils.data.TensorDataset(views.images), cfg.vae, run_dir / "vae", cfg.seed)
-    vae = vae_stage.vae.eval().requires_grad_(False)
+    if base is None:
+        # Stage 1: VAE.
+        vae = instantiate(cfg.vae.model)
+        vae_stage = VAEStage(vae, cfg.vae.lr, cfg.vae.kl_weight)
+        _fit(vae_stage, torch.utils.data.TensorDataset(views.images), cfg.vae, run_dir / "vae", cfg.seed)
+        vae = vae_stage.vae.eval().requires_grad_(False)
+    else:
+        # Continuing a trained prior: its VAE and latent scale stay, so its U-Net's latents keep their meaning.
+        vae = base.vae
 
     # Latents of every view (posterior mean); SD's scaling factor makes them unit-variance.
     with torch.no_grad():
         latents = torch.cat([vae.encode(to_unit(chunk)).latent_dist.mean for chunk in views.images.split(256)])
-    scale = float(1 / latents.std())
-    vae.register_to_config(scaling_factor=scale)
+    if base is None:
+        vae.register_to_config(scaling_factor=float(1 / latents.std()))
+    scale = float(vae.config.scaling_factor)
     latents = latents * scale
 
-    # Stage 2: text encoder + U-Net.
-    tokenizer = word_level_tokenizer(grammar.words(), max_length=cfg.text.max_length)
-    text_encoder = instantiate(
-        cfg.text.model,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=cfg.text.max_length,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    # Stage 2: text encoder + U-Net (from scratch, or going on from the trained prior's).
+    if base is None:
+        tokenizer = word_level_tokenizer(grammar.words(), max_length=cfg.text.max_length)
+        text_encoder = instantiate(
+            cfg.text.model,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=cfg.text.max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        unet = instantiate(cfg.unet.model)
+    else:
+        tokenizer, text_encoder, unet = base.tokenizer, base.text_encoder, base.unet
+        text_encoder.train().requires_grad_(True)
+        unet.train().requires_grad_(True)
     token_kwargs = dict(padding="max_length", max_length=cfg.text.max_length, truncation=True, return_tensors="pt")
     ids = tokenizer(views.captions, **token_kwargs).input_ids
     ids_any_view = tokenizer([grammar.strip_view_suffix(c) for c in views.captions], **token_kwargs).input_ids
@@ -233,7 +266,6 @@ def train_prior(cfg: DictConfig) -> Path:
     ids_open = tokenizer(open_captions, **token_kwargs).input_ids
     ids_open_any_view = tokenizer([grammar.strip_view_suffix(c) for c in open_captions], **token_kwargs).input_ids
     empty_ids = tokenizer([""], **token_kwargs).input_ids
-    unet = instantiate(cfg.unet.model)
     stage = DiffusionStage(
         unet,
         text_encoder,
@@ -262,6 +294,8 @@ def train_prior(cfg: DictConfig) -> Path:
     model.save_pretrained(output)
     record = {
         "seed": cfg.seed,
+        "init": str(Path(init).resolve()) if init else None,
+        "categories": list(cfg.data.get("categories") or grammar.CATEGORIES),
         "views": len(views),
         "scenes": cfg.data.num_scenes,
         "vae_steps": cfg.vae.steps,
