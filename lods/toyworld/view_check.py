@@ -14,12 +14,14 @@ The gap between the two PSNRs says whether the sample shows the scene from where
 
     python -m lods.toyworld.view_check                         # the shipped prior
     python -m lods.toyworld.view_check --model DIR --per-category 6 --json out.json
+    python -m lods.toyworld.view_check --categories surroundings --per-category 12   # walls and floors apart
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,13 +36,26 @@ VIEW_WORDS = ("front", "side", "back", "overhead")
 GAP_DB = 0.5
 
 
-def view_check_captions(per_category: int, seed: int = 4321) -> list[tuple[str, str]]:
-    """(category, caption without suffix): a fixed, seeded set of ``per_category`` scenes per category."""
+def view_check_captions(
+    per_category: int, seed: int = 4321, categories: Sequence[str] = grammar.CATEGORIES
+) -> list[tuple[str, str]]:
+    """(category, caption without suffix): a fixed, seeded set of ``per_category`` scenes per category (a
+    category's scenes are the same whichever others are asked for)."""
+    unknown = sorted(set(categories) - set(grammar.CATEGORIES))
+    if unknown:
+        raise ValueError(f"unknown categories {unknown}; choose from: {', '.join(grammar.CATEGORIES)}")
     return [
         (category, caption)
         for i, category in enumerate(grammar.CATEGORIES)
+        if category in categories
         for caption in grammar.sample_captions(per_category, seed + i, category)
     ]
+
+
+def backdrop(caption: str) -> str | None:
+    """ "floor" or "wall" for a surroundings caption, else None."""
+    scene = grammar.parse_caption(caption)
+    return "floor" if scene.floor is not None else "wall" if scene.wall is not None else None
 
 
 def score_view(image: torch.Tensor, caption: str, view: str) -> dict[str, float]:
@@ -77,31 +92,49 @@ def score_view(image: torch.Tensor, caption: str, view: str) -> dict[str, float]
 
 @torch.no_grad()
 def evaluate_view_words(
-    model, per_category: int = 4, seed: int = 0, num_steps: int = 50, guidance_scale: float = 7.5
+    model,
+    per_category: int = 4,
+    seed: int = 0,
+    num_steps: int = 50,
+    guidance_scale: float = 7.5,
+    categories: Sequence[str] = grammar.CATEGORIES,
 ) -> dict:
     """Per caption and view word, then per (category, view word): psnr, iou, view_gap, view_accuracy."""
-    scenes = view_check_captions(per_category)
+    scenes = view_check_captions(per_category, categories=categories)
     rows = []
     for v, view in enumerate(VIEW_WORDS):
         captions = [grammar.with_view_suffix(caption, view) for _, caption in scenes]
         images = sample(model, captions, num_steps=num_steps, guidance_scale=guidance_scale, seed=seed + v)
         for (category, caption), image in zip(scenes, images):
+            scores = score_view(image.cpu(), caption, view)
             rows.append(
-                {"category": category, "caption": caption, "view": view, **score_view(image.cpu(), caption, view)}
+                {"category": category, "backdrop": backdrop(caption), "caption": caption, "view": view, **scores}
             )
     return {"per_caption": rows, "table": view_table(rows)}
 
 
 def view_table(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """category (and "all") -> view word -> mean psnr, iou, view_gap, view_accuracy and count."""
+    """group -> view word -> mean psnr, iou, view_gap, view_accuracy and count. Groups: each category, the
+    surroundings split by backdrop ("surroundings: wall", "surroundings: floor"; rows that name their
+    ``backdrop``), and "all"."""
+    groups = {}
+    for category in grammar.CATEGORIES:
+        groups[category] = (category, None)
+        if category == "surroundings":
+            groups |= {f"surroundings: {b}": (category, b) for b in grammar.BACKDROPS}
+    groups["all"] = ("all", None)
     table: dict[str, dict[str, dict[str, float]]] = {}
-    for category in (*grammar.CATEGORIES, "all"):
+    for group, (category, kind) in groups.items():
         for view in VIEW_WORDS:
-            picked = [r for r in rows if r["view"] == view and category in (r["category"], "all")]
+            picked = [
+                r
+                for r in rows
+                if r["view"] == view and category in (r["category"], "all") and kind in (None, r.get("backdrop"))
+            ]
             if not picked:
                 continue
             n = len(picked)
-            table.setdefault(category, {})[view] = {
+            table.setdefault(group, {})[view] = {
                 "psnr": sum(r["psnr"] for r in picked) / n,
                 "iou": sum(r["iou"] for r in picked) / n,
                 "view_gap": sum(r["view_gap"] for r in picked) / n,
@@ -133,15 +166,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--categories", default=",".join(grammar.CATEGORIES), help="comma-separated")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.per_category < 1:
         raise SystemExit(f"--per-category must be at least 1, got {args.per_category}")
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    try:
+        view_check_captions(1, categories=categories)
+    except ValueError as error:
+        raise SystemExit(f"--categories: {error}") from None
     model = load_prior(str(args.model), device="cpu")
-    result = evaluate_view_words(model, args.per_category, args.seed, args.steps, args.guidance)
+    result = evaluate_view_words(model, args.per_category, args.seed, args.steps, args.guidance, categories)
     print(markdown(result["table"]))
     if args.json:
-        record = {**result, "steps": args.steps, "guidance_scale": args.guidance, "seed": args.seed}
+        record = {**result, "model": str(args.model), "steps": args.steps, "guidance_scale": args.guidance}
+        record |= {"seed": args.seed, "per_category": args.per_category}
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     return result
 

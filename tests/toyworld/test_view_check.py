@@ -3,7 +3,7 @@
 import pytest
 
 from lods.toyworld.render import render_caption
-from lods.toyworld.view_check import GAP_DB, score_view, view_table
+from lods.toyworld.view_check import GAP_DB, backdrop, score_view, view_check_captions, view_table
 
 CAPTION = "a green sphere in front of a checkered blue wall"  # the wall hides the sphere from the back
 
@@ -35,6 +35,24 @@ def test_table_means_per_category_and_view():
     assert table["single"]["front"] == pytest.approx(expected)
     assert set(table["all"]) == {"front", "back"} and table["all"]["back"]["count"] == 1.0
     assert "surroundings" not in table
+
+
+def test_surroundings_are_also_told_apart_by_backdrop():
+    row = {"view": "side", "psnr": 12.0, "iou": 0.5, "view_gap": 2.0, "view_correct": 0.0}
+    rows = [
+        {**row, "category": "surroundings", "backdrop": backdrop(CAPTION)},
+        {**row, "category": "surroundings", "backdrop": backdrop("a red cube on a striped green floor"), "psnr": 16.0},
+        {**row, "category": "single", "backdrop": backdrop("a red cube")},
+    ]
+    assert [r["backdrop"] for r in rows] == ["wall", "floor", None]
+    table = view_table(rows)
+    assert list(table) == ["single", "surroundings", "surroundings: floor", "surroundings: wall", "all"]
+    assert table["surroundings: wall"]["side"]["psnr"] == 12.0 and table["surroundings: floor"]["side"]["psnr"] == 16.0
+    assert table["surroundings"]["side"]["count"] == 2.0 and table["all"]["side"]["count"] == 3.0
+    assert [c for c, _ in view_check_captions(2, categories=["surroundings"])] == ["surroundings"] * 2
+    assert view_check_captions(2, categories=["surroundings"]) == view_check_captions(2)[2:4]
+    with pytest.raises(ValueError, match=r"unknown categories \['walls'\]; choose from: single, surroundings"):
+        view_check_captions(2, categories=["walls"])
 
 
 def test_an_unknown_view_word_is_named():
