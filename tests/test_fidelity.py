@@ -89,6 +89,8 @@ def test_the_gap_is_bound_minus_result_paired_by_prompt_with_seeds_averaged_firs
         (["--priors", "dds@30"], ["'dds@30'", "lods_embedding"]),
         (["--variant", "low"], ["'low'", "LABEL=key=value"]),
         (["--variant", "sds=prior=sds"], ["'sds'", "another"]),
+        (["--model", "tiny", "--model-path", "lods/models/toyworld"], ["--model-path", "'tiny'"]),
+        (["--model-path", "no/such/folder"], ["'no/such/folder'", "model_index.json"]),
     ],
 )
 def test_bad_options_fail_naming_the_bad_value_and_the_allowed_ones(argv, named, capsys):
@@ -186,3 +188,17 @@ def test_labels_map_to_overrides_and_a_reused_label_with_other_overrides_is_refu
     other = fidelity.RunSpec("gaussians", "sds@30", prompt, 0, ("prior=sds", "prior.guidance_scale=31"))
     with pytest.raises(fidelity.FidelityError, match="another label"):
         fidelity.run_one(other, 2, tmp_path, "tiny", [], "cpu")
+
+
+def test_another_toyworld_prior_is_used_for_the_bound_and_the_3d_runs_alike(tmp_path):
+    from lods.toyworld.model import PRIOR_DIR
+
+    argv = ["--prompts", "1", "--categories", "single", "--backbones", "gaussians", "--priors", "sds"]
+    argv += ["--steps", "2", "--bound-steps", "1", "--bound-seeds", "0", "--out", str(tmp_path)]
+    fidelity.main([*argv, "--model-path", str(PRIOR_DIR)])
+    (record_file,) = tmp_path.glob("runs/gaussians/sds/seed0/*/fidelity.json")
+    assert json.loads(record_file.read_text())["recipe"]["model.path"] == str(PRIOR_DIR)
+    assert json.loads((tmp_path / "settings.json").read_text())["model_path"] == str(PRIOR_DIR)
+    assert f"(weights: {PRIOR_DIR})" in (tmp_path / "table.md").read_text()
+    with pytest.raises(SystemExit, match="model_path"):  # the folder's runs are of that prior: no mixing
+        fidelity.main(argv)

@@ -381,6 +381,7 @@ def markdown(table: dict, settings: dict) -> str:
         "# Fidelity: text-to-3D against the prior's own 2D samples",
         "",
         f"3D: {settings.get('steps') or 'default'} steps, model={settings['model']}"
+        + (f" (weights: {settings['model_path']})" if settings.get("model_path") else "")
         + (f", overrides: {' '.join(settings['overrides'])}" if settings.get("overrides") else "")
         + f"; 2D bound: DDIM {settings['bound_steps']} steps, CFG {settings['bound_guidance']:g}, seeds "
         f"{settings['bound_seeds']}. Every image is scored against the ground truth at the best view among its own and those of its view "
@@ -521,6 +522,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bound-guidance", type=float, default=7.5, help="CFG of the 2D bound (default 7.5)")
     parser.add_argument("--bound-seeds", default="0,1", help="sample seeds of the 2D bound (default 0,1)")
     parser.add_argument("--model", default="toyworld")
+    parser.add_argument(
+        "--model-path",
+        type=Path,
+        default=None,
+        help="with --model toyworld: the prior's folder (default: the shipped one), e.g. one trained on from it "
+        "(python -m lods.toyworld.prior init=...); its bound and 3D runs use it (model.path=...)",
+    )
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override for every 3D run")
     parser.add_argument(
         "--variant",
@@ -546,6 +554,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise FidelityError(f"--steps must be >= 1, got {args.steps}")
         if args.bound_steps < 1:
             raise FidelityError(f"--bound-steps must be >= 1, got {args.bound_steps}")
+        if args.model_path is not None:
+            if args.model != "toyworld":
+                raise FidelityError(f"--model-path is for --model toyworld, not '{args.model}'")
+            if not (args.model_path / "model_index.json").is_file():
+                raise FidelityError(f"--model-path '{args.model_path}' holds no SD-format model (model_index.json)")
+            args.model_path = args.model_path.resolve()
     except FidelityError as error:
         parser.error(str(error))
     return args
@@ -594,6 +608,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {
         "steps": args.steps,
         "model": args.model,
+        "model_path": None if args.model_path is None else str(args.model_path),
         "overrides": list(args.override),
         "bound_steps": args.bound_steps,
         "bound_guidance": args.bound_guidance,
@@ -610,7 +625,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.model == "toyworld":
         from lods.toyworld.model import load_prior
 
-        model = load_prior(device="cpu" if args.accelerator == "cpu" else "auto")
+        path = None if args.model_path is None else str(args.model_path)
+        model = load_prior(path, device="cpu" if args.accelerator == "cpu" else "auto")
         for i, prompt in enumerate(args.prompt_list, 1):
             record = bound_one(model, prompt, EVAL_VIEWS, args.bound_seeds, args.bound_steps, args.bound_guidance, out)
             m = record["metrics"]
@@ -619,11 +635,12 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.bound_only:
         from lods.runs import RunDirectoryError
 
+        extra = [*args.override, *([] if args.model_path is None else [f"model.path={args.model_path}"])]
         for i, spec in enumerate(specs, 1):
             t = time.perf_counter()
             done = (spec.directory(out) / RECORD).is_file()
             try:
-                record = run_one(spec, args.steps, out, args.model, args.override, args.accelerator)
+                record = run_one(spec, args.steps, out, args.model, extra, args.accelerator)
             except (FidelityError, RunDirectoryError) as error:
                 raise SystemExit(f"error: {error}") from None
             m, e = record["metrics"], record["exact"]
