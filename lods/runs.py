@@ -112,6 +112,23 @@ def _flatten(value, prefix: str) -> dict[str, object]:
     return {prefix: value}
 
 
+def config_changes(saved: dict, wanted: dict, limit: int = 6) -> list[str]:
+    """Where two resolved configs differ: one 'key: saved -> wanted' line per dotted key (a key only one of them
+    has shows as absent in the other), at most ``limit`` lines and then how many more."""
+    old = {k: v for key, item in saved.items() for k, v in _flatten(item, str(key)).items()}
+    new = {k: v for key, item in wanted.items() for k, v in _flatten(item, str(key)).items()}
+
+    def said(values: dict, key: str) -> str:
+        return repr(values[key]) if key in values else "(absent)"
+
+    lines = [
+        f"{key}: {said(old, key)} -> {said(new, key)}"
+        for key in sorted(old.keys() | new.keys())
+        if key not in old or key not in new or old[key] != new[key]
+    ]
+    return lines if len(lines) <= limit else [*lines[:limit], f"and {len(lines) - limit} more"]
+
+
 def recipe(cfg: DictConfig) -> dict[str, object]:
     """A config's :data:`RECIPE` settings, resolved, as {dotted key: value} (JSON-ready, for a run's record)."""
     container = OmegaConf.to_container(cfg, resolve=True)

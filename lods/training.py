@@ -17,7 +17,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import lods.config  # noqa: F401  (registers the config resolvers)
 from lods.eval.ground_truth import ground_truth_report, ground_truth_report_3d
 from lods.export import export_assets
-from lods.runs import CHECKPOINT, CONFIG_FILE, RESULT_FILE, RunDirectoryError, build_system, last_checkpoint
+from lods.runs import (
+    CHECKPOINT,
+    CONFIG_FILE,
+    RESULT_FILE,
+    RunDirectoryError,
+    build_system,
+    config_changes,
+    last_checkpoint,
+)
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
 from lods.utils.logging import CSVLogger, drop_rows_from
@@ -93,6 +101,12 @@ def _same_run(saved: Path, resolved: dict) -> bool:
     return saved.is_file() and OmegaConf.to_container(OmegaConf.load(saved)) == resolved
 
 
+def _changes(saved: Path, resolved: dict) -> str:
+    if not saved.is_file():
+        return ""
+    return ": " + "; ".join(config_changes(OmegaConf.to_container(OmegaConf.load(saved)), resolved))
+
+
 def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
     """(config to run, its directory, checkpoint to resume from)."""
     if cfg.get("resume"):
@@ -121,8 +135,8 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
         return cfg, run_dir, last_checkpoint(run_dir)
     if finished:
         where = (
-            "a run with another config (a changed override, or configs changed since); choose another "
-            "hydra.sweep.dir or move the old runs away"
+            "a run with another config (a changed override, or configs changed since"
+            f"{_changes(run_dir / CONFIG_FILE, resolved)}); choose another hydra.sweep.dir or move the old runs away"
             if _sweep() is not None
             else f"a run; resume it with resume={run_dir} or choose another hydra.run.dir"
         )

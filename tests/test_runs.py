@@ -62,3 +62,16 @@ def test_a_run_made_with_other_settings_is_named_key_by_key(tmp_path):
         "backbone.halo_points: (not an option then) -> 0"
     ]
     runs.require_recipe(tmp_path / "elsewhere", wanted)  # neither a record's recipe nor a config.yaml: unchecked
+
+
+def test_config_changes_name_each_differing_key_and_cap_the_list():
+    saved = {"seed": 0, "prior": {"name": "sds", "guidance_scale": 100}, "task": {"views": [0, 90]}}
+    wanted = {"seed": 1, "prior": {"name": "sds", "guidance_scale": 100, "t_max": 0.98}, "task": {"views": [0, 45]}}
+    assert runs.config_changes(saved, wanted) == [
+        "prior.t_max: (absent) -> 0.98",
+        "seed: 0 -> 1",
+        "task.views: [0, 90] -> [0, 45]",
+    ]
+    assert runs.config_changes(saved, saved) == []
+    many = {f"k{i}": i for i in range(9)}
+    assert runs.config_changes(many, {k: -1 for k in many}, limit=3)[-1] == "and 6 more"

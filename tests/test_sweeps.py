@@ -78,6 +78,7 @@ def test_multirun_shares_a_wandb_group_and_a_relaunch_continues(tmp_path):
         [sys.executable, str(ROOT / "train.py"), "seed=1", *args], cwd=ROOT, capture_output=True, text=True
     )
     assert changed.returncode != 0 and "refusing to overwrite" in changed.stderr
+    assert "seed: 0 -> 1" in changed.stderr  # what differs is named
 
 
 def _scores(job: Path) -> dict:
