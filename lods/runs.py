@@ -12,6 +12,8 @@ runs -> system -> backbones, priors, tasks -> diffusion.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,8 +131,51 @@ def config_changes(saved: dict, wanted: dict, limit: int = 6) -> list[str]:
     return lines if len(lines) <= limit else [*lines[:limit], f"and {len(lines) - limit} more"]
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
+
+def weights_folder(model_cfg: dict) -> Path | None:
+    """The local folder whose weights a model config loads: the shipped toyworld prior (``path: null``) or a
+    local ``path``; None for hub ids and models built in code (their weights are named by the config alone)."""
+    target = model_cfg.get("_target_", "")
+    path = model_cfg.get("path")
+    if target == "lods.toyworld.model.load_prior" and not path:
+        from lods.toyworld.model import PRIOR_DIR
+
+        return PRIOR_DIR
+    if target.endswith("load_model") and model_cfg.get("weights", "pretrained") != "pretrained":
+        return None
+    if path and Path(path).expanduser().is_dir():
+        return Path(path).expanduser().resolve()
+    return None
+
+
+def weights_digest(folder: Path) -> str | None:
+    """A short SHA-256 of every weight file under ``folder`` (names and bytes, sorted), None if it holds none:
+    retrained weights in the same folder make another digest."""
+    files = sorted({f for pattern in WEIGHT_FILES for f in folder.rglob(pattern)})
+    if not files:
+        return None
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _digest(stats)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(stats: tuple[tuple[str, int, int], ...]) -> str:
+    sha = hashlib.sha256()
+    for name, _, _ in stats:
+        path = Path(name)
+        sha.update(f"{path.parent.name}/{path.name}".encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+    return sha.hexdigest()[:16]
+
+
 def recipe(cfg: DictConfig) -> dict[str, object]:
-    """A config's :data:`RECIPE` settings, resolved, as {dotted key: value} (JSON-ready, for a run's record)."""
+    """A config's :data:`RECIPE` settings, resolved, as {dotted key: value} (JSON-ready, for a run's record),
+    with ``model.weights``, the digest of the local weights it loads (see :func:`weights_folder`), so that
+    retrained weights under the same config make another recipe."""
     container = OmegaConf.to_container(cfg, resolve=True)
     flat: dict[str, object] = {}
     for key in RECIPE:
@@ -139,6 +184,10 @@ def recipe(cfg: DictConfig) -> dict[str, object]:
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None:
             flat.update(_flatten(node, key))
+    folder = weights_folder(container.get("model") or {})
+    digest = weights_digest(folder) if folder is not None else None
+    if digest is not None:
+        flat["model.weights"] = digest
     return flat
 
 
@@ -162,7 +211,8 @@ def require_recipe(
     """Raise :class:`RunDirectoryError` where the run in ``run_dir`` was made with other settings than ``wanted``
     (e.g. a default changed since it ran), so that its results are not read back as the run asked for now.
     ``saved``: the run's recipe as its record keeps it; else its config.yaml's; a run with neither (a record
-    from before recipes were kept, its config.yaml not committed) is not checked."""
+    from before recipes were kept, its config.yaml not committed) is not checked. Only a record's recipe keeps the
+    digest of the weights the run loaded (``model.weights``): one read from config.yaml takes today's."""
     if saved is None:
         if not (Path(run_dir) / CONFIG_FILE).is_file():
             return

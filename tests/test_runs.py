@@ -75,3 +75,22 @@ def test_config_changes_name_each_differing_key_and_cap_the_list():
     assert runs.config_changes(saved, saved) == []
     many = {f"k{i}": i for i in range(9)}
     assert runs.config_changes(many, {k: -1 for k in many}, limit=3)[-1] == "and 6 more"
+
+
+def test_retrained_weights_in_the_same_folder_make_another_recipe(tmp_path):
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "prior"
+    (folder / "unet").mkdir(parents=True)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"first training")
+    cfg = OmegaConf.create({"model": {"_target_": "lods.toyworld.model.load_prior", "path": str(folder)}, "seed": 0})
+    first = runs.recipe(cfg)
+    assert first["model.path"] == str(folder) and len(first["model.weights"]) == 16
+    weights.write_bytes(b"retrained, same folder")
+    with pytest.raises(runs.RunDirectoryError, match=rf"model.weights: '{first['model.weights']}' -> '[0-9a-f]{{16}}'"):
+        runs.require_recipe(tmp_path, cfg, saved=first)
+    # Models named by their config alone (built in code, hub ids) carry no digest; the shipped prior does.
+    assert runs.weights_folder({"_target_": "lods.diffusion.build_tiny_model", "seed": 0}) is None
+    assert runs.weights_folder({"_target_": "lods.diffusion.load_model", "path": "org/some-hub-model"}) is None
+    assert runs.weights_folder({"_target_": "lods.toyworld.model.load_prior", "path": None}).name == "toyworld"
