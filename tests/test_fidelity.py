@@ -202,3 +202,36 @@ def test_another_toyworld_prior_is_used_for_the_bound_and_the_3d_runs_alike(tmp_
     assert f"(weights: {PRIOR_DIR})" in (tmp_path / "table.md").read_text()
     with pytest.raises(SystemExit, match="model_path"):  # the folder's runs are of that prior: no mixing
         fidelity.main(argv)
+
+
+def test_two_folders_are_compared_prompt_by_prompt_bound_result_and_gap(tmp_path, capsys):
+    def folder(name: str, bounds: list[float], results: list[list[float]]):
+        out = tmp_path / name
+        (out / "settings.json").parent.mkdir(parents=True)
+        (out / "settings.json").write_text("{}")
+        for i, (bound, seeds) in enumerate(zip(bounds, results)):
+            prompt = {"prompt": f"prompt {i}", "category": "single"}
+            metrics = dict.fromkeys(fidelity.METRICS, 0.5)
+            (out / "bound" / f"p{i}").mkdir(parents=True)
+            (out / "bound" / f"p{i}" / "bound.json").write_text(
+                json.dumps({**prompt, "metrics": {**metrics, "psnr": bound}})
+            )
+            for seed, psnr in enumerate(seeds):
+                run = out / "runs" / "gaussians" / "sds" / f"seed{seed}" / f"p{i}"
+                run.mkdir(parents=True)
+                record = {**prompt, "backbone": "gaussians", "prior": "sds", "metrics": {**metrics, "psnr": psnr}}
+                (run / "fidelity.json").write_text(json.dumps(record))
+        return out
+
+    mine = folder("mine", [20.0, 22.0], [[17.0, 19.0], [21.0, 21.0]])  # seeds averaged first: 18, 21
+    theirs = folder("theirs", [19.0, 20.0], [[15.0], [19.0]])
+    table = fidelity.main(["--out", str(mine), "--against", str(theirs)])
+    single = table["single"]
+    assert single["bound"]["psnr"]["mean"] == pytest.approx(1.5) and single["bound"]["psnr"]["n"] == 2
+    assert single["gaussians/sds"]["psnr"]["mean"] == pytest.approx(2.5)  # (18 - 15 + 21 - 19) / 2
+    assert single["gaussians/sds"]["gap_psnr"]["mean"] == pytest.approx(-1.0)  # gaps (2, 1) minus (4, 1)
+    assert single["gaussians/sds"]["iou"]["mean"] == 0.0 and table["all"] == single
+    assert "| single | gaussians/sds | 2 | +2.50" in (mine / "against.md").read_text()
+    assert json.loads((mine / "against.json").read_text())["against"] == str(theirs)
+    with pytest.raises(SystemExit, match="not a fidelity folder"):
+        fidelity.main(["--out", str(tmp_path / "nowhere"), "--against", str(theirs)])

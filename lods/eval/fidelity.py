@@ -4,6 +4,7 @@
                                                                   # Gaussians and NeRF, the default step count
     python -m lods.eval.fidelity --backbones gaussians --prompts 2 --steps 300 --out /tmp/fidelity
     python -m lods.eval.fidelity --plan                           # list the prompts and runs, run nothing
+    python -m lods.eval.fidelity --out bench/fidelity_ft --against bench/fidelity   # two priors, paired by prompt
     python -m lods.eval.fidelity --backbones gaussians --priors sds@30,sds@10 \
         --variant "sds_noview=prior=sds,task.view_dependent=false"  # a study: variants beside the defaults
 
@@ -437,6 +438,79 @@ def markdown(table: dict, settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare_folders(mine: Path, theirs: Path) -> dict:
+    """This folder's bound and results minus another's (e.g. the same prompts with another prior's weights),
+    paired by prompt (a run's seeds averaged first): {category or "all": {"bound" or "<backbone>/<prior>": {
+    "psnr", "iou" (and for results "gap_psnr", "gap_iou"): paired difference}}}, bootstrap 95% intervals."""
+    from lods.stats import paired_difference
+
+    def per_prompt(out: Path) -> tuple[dict, dict]:
+        bounds, runs = finished(out)
+        results: dict[str, dict[str, list[dict]]] = {}
+        for r in runs:
+            results.setdefault(f"{r['backbone']}/{r['prior']}", {}).setdefault(r["prompt"], []).append(r["metrics"])
+        means = {name: {p: _mean(ms, METRICS) for p, ms in by.items()} for name, by in results.items()}
+        return {b["prompt"]: b for b in bounds}, means
+
+    (bounds_a, runs_a), (bounds_b, runs_b) = per_prompt(mine), per_prompt(theirs)
+    category_of = {p: b["category"] for p, b in {**bounds_b, **bounds_a}.items()}
+    table: dict = {}
+    for category in [*grammar.CATEGORIES, "all"]:
+
+        def pick(values: dict, category: str = category) -> dict:
+            return {p: v for p, v in values.items() if category in ("all", category_of.get(p))}
+
+        cell: dict = {}
+        a, b = (
+            pick({p: r["metrics"] for p, r in bounds_a.items()}),
+            pick({p: r["metrics"] for p, r in bounds_b.items()}),
+        )
+        if set(a) & set(b):
+            cell["bound"] = {k: paired_difference(_key(a, k), _key(b, k)).as_dict() for k in ("psnr", "iou")}
+        for name in _ordered_runs([{"backbone": n.split("/")[0], "prior": n.split("/")[1]} for n in runs_a]):
+            ra, rb = pick(runs_a[name]), pick(runs_b.get(name, {}))
+            if not set(ra) & set(rb):
+                continue
+            entry = {k: paired_difference(_key(ra, k), _key(rb, k)).as_dict() for k in ("psnr", "iou")}
+            for k in ("psnr", "iou"):  # gap = bound - result, so (bound_a - result_a) - (bound_b - result_b)
+                ga = {p: a[p][k] - m[k] for p, m in ra.items() if p in a}
+                gb = {p: b[p][k] - m[k] for p, m in rb.items() if p in b}
+                entry[f"gap_{k}"] = paired_difference(ga, gb).as_dict()
+            cell[name] = entry
+        if cell:
+            table[category] = cell
+    return table
+
+
+def _key(per_prompt: dict[str, dict], key: str) -> dict[str, float]:
+    return {p: m[key] for p, m in per_prompt.items()}
+
+
+def against_markdown(table: dict, mine: Path, theirs: Path) -> str:
+    def cell(d: dict, fmt: str) -> str:
+        return _interval(d, fmt) + ("*" if d["excludes_zero"] else "")
+
+    lines = [
+        f"# Fidelity: {mine} minus {theirs}",
+        "",
+        "Paired by prompt (seeds averaged first), bootstrap 95% interval over prompts; * excludes zero. The gap "
+        "is bound - result, so a negative Δ gap means this folder's 3D result sits closer to its own bound.",
+        "",
+        "| category | what | n | Δ PSNR (dB) | Δ IoU | Δ gap PSNR (dB) | Δ gap IoU |",
+        "|---|---|---:|---|---|---|---|",
+    ]
+    for category, entries in table.items():
+        for name, entry in entries.items():
+            gaps = [
+                cell(entry[k], f) if k in entry else "" for k, f in (("gap_psnr", "{:+.2f}"), ("gap_iou", "{:+.3f}"))
+            ]
+            lines.append(
+                f"| {category} | {'2D bound' if name == 'bound' else name} | {entry['psnr']['n']} | "
+                f"{cell(entry['psnr'], '{:+.2f}')} | {cell(entry['iou'], '{:+.3f}')} | {gaps[0]} | {gaps[1]} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def finished(out: Path) -> tuple[list[dict], list[dict]]:
     bounds = [json.loads(p.read_text()) for p in sorted((out / "bound").glob(f"*/{BOUND_RECORD}"))]
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"*/*/*/*/{RECORD}"))]
@@ -542,6 +616,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/fidelity"))
     parser.add_argument("--plan", action="store_true", help="print the prompts and runs, run nothing")
     parser.add_argument("--bound-only", action="store_true", help="compute the 2D bound, no 3D runs")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run nothing: compare --out's finished bound and runs with another fidelity folder's (e.g. another "
+        "prior's weights), paired by prompt; writes <out>/against.md and against.json",
+    )
     args = parser.parse_args(argv)
     try:
         args.prompt_list = select_prompts(args.prompts, [c.strip() for c in args.categories.split(",") if c.strip()])
@@ -590,6 +672,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     quiet_logs()
+    if args.against is not None:
+        for folder in (args.out, args.against):
+            if not (folder / "settings.json").is_file():
+                raise SystemExit(f"error: '{folder}' is not a fidelity folder (no settings.json)")
+        table = compare_folders(args.out, args.against)
+        text = against_markdown(table, args.out, args.against)
+        write_json(args.out / "against.json", {"against": str(args.against), "table": table})
+        (args.out / "against.md").write_text(text)
+        print(text)
+        return table
     specs = [
         RunSpec(b, p, prompt, s, prior_overrides(p, args.variants))
         for b in args.backbones
