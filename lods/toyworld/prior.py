@@ -2,7 +2,7 @@
 
     make toyworld-prior                        # = python -m lods.toyworld.prior
     python -m lods.toyworld.prior resume=outputs/toyworld_prior/<run>   # continue a killed run
-    python -m lods.toyworld.prior init=lods/models/toyworld output=<folder> unet.steps=1500 unet.lr=2e-4 \
+    python -m lods.toyworld.prior init=lods/models/toyworld output=<folder> unet.steps=2000 unet.lr=2e-4 \
         'data.categories=[surroundings,surroundings,single,multiple]'      # go on training the shipped prior
 
 Stages, each a Lightning fit that resumes from its own last checkpoint:
@@ -298,8 +298,9 @@ def train_prior(cfg: DictConfig) -> Path:
         "categories": list(cfg.data.get("categories") or grammar.CATEGORIES),
         "views": len(views),
         "scenes": cfg.data.num_scenes,
-        "vae_steps": cfg.vae.steps,
+        "vae_steps": 0 if init else cfg.vae.steps,  # a continued prior keeps its VAE
         "diffusion_steps": cfg.unet.steps,
+        "diffusion_lr": cfg.unet.lr,
         "balanced_views": cfg.data.get("balanced_views", False),
         "views_per_scene": cfg.data.views_per_scene,
         "open_share": open_share,
