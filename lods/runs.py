@@ -5,6 +5,7 @@ so that imports go one way: entry points (train.py, ``python -m lods.export``, `
 runs -> system -> backbones, priors, tasks -> diffusion.
 
     <run_dir>/config.yaml             the resolved config
+    <run_dir>/recipe.json             the settings that make the run what it is, with the digest of its weights
     <run_dir>/metrics.json            final metrics (a finished run)
     <run_dir>/images/final_<i>.png    the result, one image per particle or evaluation view
     <run_dir>/checkpoints/last.ckpt   the last checkpoint
@@ -27,6 +28,7 @@ import lods.config  # noqa: F401  (registers the config resolvers a saved config
 from lods.system import ScoreDistillationSystem
 
 CONFIG_FILE = "config.yaml"
+RECIPE_FILE = "recipe.json"
 RESULT_FILE = "metrics.json"
 CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -191,6 +193,45 @@ def recipe(cfg: DictConfig) -> dict[str, object]:
     return flat
 
 
+def write_recipe(run_dir: Path, cfg: DictConfig) -> dict[str, object]:
+    """Keep the recipe a run starts with (the weights' digest too, which config.yaml cannot say) in its folder."""
+    made = recipe(cfg)
+    (Path(run_dir) / RECIPE_FILE).write_text(json.dumps(made, indent=1, sort_keys=True) + "\n")
+    return made
+
+
+def run_recipe(run_dir: str | Path) -> dict[str, object]:
+    """The recipe a run was made with: its recipe.json where it has one; else (a run from before recipe.json was
+    written) its config.yaml's, whose ``model.weights`` is the digest of the weights in that folder today."""
+    path = Path(run_dir).expanduser().resolve() / RECIPE_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    return recipe(read_config(run_dir))
+
+
+def weights_change(run_dir: str | Path, cfg: DictConfig) -> str | None:
+    """Why the weights a run was made with may not be the ones ``cfg`` loads now (a prior retrained or replaced
+    in the same folder), None where they are the same. Its recipe.json names them ('model.weights: saved ->
+    now'); a run from before recipe.json was written only shows when it started (its config.yaml): weights
+    written after that cannot be the ones it loaded."""
+    run_dir = Path(run_dir)
+    path = run_dir / RECIPE_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text()).get("model.weights")
+        now = recipe(cfg).get("model.weights")
+        return None if saved == now else f"model.weights: {saved!r} -> {now!r}"
+    config = run_dir / CONFIG_FILE
+    folder = weights_folder(OmegaConf.to_container(cfg, resolve=True).get("model") or {})
+    if folder is None or not config.is_file():
+        return None
+    newer = [f for pattern in WEIGHT_FILES for f in folder.rglob(pattern) if f.stat().st_mtime > config.stat().st_mtime]
+    if not newer:
+        return None
+    return (
+        f"model weights written after the run started: {newer[0]} (the run has no {RECIPE_FILE} to say which it used)"
+    )
+
+
 def recipe_changes(saved: dict[str, object], wanted: DictConfig, overrides: Sequence[str] = ()) -> list[str]:
     """Where a run's ``saved`` recipe and the config asked for now (``wanted``) describe different runs: one
     'key: saved -> wanted' line per setting. A key the saved recipe lacks (an option added after the run, whose
@@ -210,13 +251,13 @@ def require_recipe(
 ) -> None:
     """Raise :class:`RunDirectoryError` where the run in ``run_dir`` was made with other settings than ``wanted``
     (e.g. a default changed since it ran), so that its results are not read back as the run asked for now.
-    ``saved``: the run's recipe as its record keeps it; else its config.yaml's; a run with neither (a record
-    from before recipes were kept, its config.yaml not committed) is not checked. Only a record's recipe keeps the
-    digest of the weights the run loaded (``model.weights``): one read from config.yaml takes today's."""
+    ``saved``: the run's recipe as its record keeps it; else the run folder's (:func:`run_recipe`); a run with
+    neither (a record from before recipes were kept, its config.yaml not committed) is not checked. A config.yaml
+    alone cannot say which weights the run loaded (``model.weights``): read from it, the digest is today's."""
     if saved is None:
         if not (Path(run_dir) / CONFIG_FILE).is_file():
             return
-        saved = recipe(read_config(run_dir))
+        saved = run_recipe(run_dir)
     changes = recipe_changes(saved, wanted, overrides)
     if changes:
         raise RunDirectoryError(

@@ -25,6 +25,8 @@ from lods.runs import (
     build_system,
     config_changes,
     last_checkpoint,
+    weights_change,
+    write_recipe,
 )
 from lods.system import ScoreDistillationSystem
 from lods.utils.images import save_grid
@@ -117,6 +119,12 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
                 f"cannot resume '{cfg.resume}': it has no config.yaml (is it a lods run directory?)"
             )
         run_cfg = OmegaConf.load(saved)
+        changed = weights_change(run_dir, run_cfg)
+        if changed:
+            raise RunDirectoryError(
+                f"cannot resume '{cfg.resume}': its model's weights are not the ones it started with ({changed}; "
+                "the prior was retrained in the same folder); resuming would mix two priors in one run"
+            )
         with open_dict(run_cfg):
             run_cfg.resume = str(run_dir)
         return run_cfg, run_dir, last_checkpoint(run_dir)
@@ -129,14 +137,17 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
     _group_multirun(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     finished = [p.name for p in (run_dir / RESULT_FILE, run_dir / "checkpoints") if p.exists()]
-    if finished and _sweep() is not None and _same_run(run_dir / CONFIG_FILE, resolved):
-        # A relaunched sweep (a killed `make bench`, a job SLURM requeued) continues its own jobs.
+    # A relaunched sweep (a killed `make bench`, a job SLURM requeued) continues its own jobs: the same config
+    # and the same weights (a prior retrained in the same folder leaves the config as it was).
+    changed = weights_change(run_dir, cfg) if finished else None
+    if finished and _sweep() is not None and _same_run(run_dir / CONFIG_FILE, resolved) and not changed:
         log.info("continuing the run in %s (same config)", run_dir)
         return cfg, run_dir, last_checkpoint(run_dir)
     if finished:
+        differences = f": {changed}" if changed else _changes(run_dir / CONFIG_FILE, resolved)
         where = (
-            "a run with another config (a changed override, or configs changed since"
-            f"{_changes(run_dir / CONFIG_FILE, resolved)}); choose another hydra.sweep.dir or move the old runs away"
+            "a run with another config (a changed override, other weights, or configs changed since"
+            f"{differences}); choose another hydra.sweep.dir or move the old runs away"
             if _sweep() is not None
             else f"a run; resume it with resume={run_dir} or choose another hydra.run.dir"
         )
@@ -145,6 +156,7 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved), run_dir / CONFIG_FILE)
+    write_recipe(run_dir, cfg)
     return cfg, run_dir, None
 
 

@@ -1,6 +1,7 @@
 """lods.runs: a run directory read back (config, metrics, images, checkpoint)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -94,3 +95,39 @@ def test_retrained_weights_in_the_same_folder_make_another_recipe(tmp_path):
     assert runs.weights_folder({"_target_": "lods.diffusion.build_tiny_model", "seed": 0}) is None
     assert runs.weights_folder({"_target_": "lods.diffusion.load_model", "path": "org/some-hub-model"}) is None
     assert runs.weights_folder({"_target_": "lods.toyworld.model.load_prior", "path": None}).name == "toyworld"
+
+
+def test_a_run_keeps_its_weights_digest_and_refuses_other_weights(tmp_path, monkeypatch):
+    """config.yaml cannot say which weights a run loaded: a prior retrained in the same folder leaves it as it was.
+    recipe.json keeps the digest, so a relaunched sweep does not read the old run back and a resume does not mix
+    two priors in one run."""
+    from omegaconf import OmegaConf
+
+    folder = tmp_path / "prior"
+    (folder / "unet").mkdir(parents=True)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"first training")
+    run_dir = tmp_path / "sweep" / "0"
+    model = {"_target_": "lods.toyworld.model.load_prior", "path": str(folder)}
+    cfg = OmegaConf.create({"model": model, "seed": 0, "run_dir": str(run_dir), "resume": None})
+    monkeypatch.setattr(training, "_sweep", lambda: ("multirun", tmp_path / "sweep"))
+
+    _, made, checkpoint = training._prepare_run_dir(cfg.copy())
+    assert made == run_dir.resolve() and checkpoint is None
+    first = runs.run_recipe(run_dir)["model.weights"]
+    assert first == runs.recipe(cfg)["model.weights"]
+    (run_dir / runs.RESULT_FILE).write_text("{}")  # finished
+    assert training._prepare_run_dir(cfg.copy())[1] == made  # same config, same weights: the sweep goes on
+
+    weights.write_bytes(b"retrained, same folder")
+    with pytest.raises(runs.RunDirectoryError, match=rf"other weights.*model.weights: '{first}' -> '[0-9a-f]{{16}}'"):
+        training._prepare_run_dir(cfg.copy())
+    with pytest.raises(runs.RunDirectoryError, match=r"cannot resume .*mix two priors"):
+        training._prepare_run_dir(OmegaConf.merge(cfg, {"resume": str(run_dir)}))
+    with pytest.raises(runs.RunDirectoryError, match="model.weights"):  # a record without its own recipe: the folder's
+        runs.require_recipe(run_dir, cfg)
+    (run_dir / runs.RECIPE_FILE).unlink()  # a run from before recipe.json: weights written after it started
+    with pytest.raises(runs.RunDirectoryError, match=r"other weights.*written after the run started: .*safetensors"):
+        training._prepare_run_dir(cfg.copy())
+    os.utime(weights, (1e9, 1e9))  # ... weights older than the run: the ones it loaded, as far as anyone can tell
+    assert training._prepare_run_dir(cfg.copy())[1] == made

@@ -254,7 +254,7 @@ def run_views(run_dir: Path) -> list[tuple[float, float]]:
 
 def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequence[str], accelerator: str) -> dict:
     """One 3D run's record (fidelity.json): read back when finished, else trained (or resumed) and scored."""
-    from lods.runs import final_images, read_config, recipe
+    from lods.runs import final_images, run_recipe
 
     run_dir = spec.directory(out)
     record_file = run_dir / RECORD
@@ -287,7 +287,7 @@ def run_one(spec: RunSpec, steps: int | None, out: Path, model: str, extra: Sequ
         "seconds_per_step": metrics.get("seconds_per_step"),
         "wall_seconds": metrics.get("wall_seconds"),
         "run_dir": str(run_dir.relative_to(out)),
-        "recipe": recipe(read_config(run_dir)),
+        "recipe": run_recipe(run_dir),
     }
     write_json(record_file, record)
     return record

@@ -310,7 +310,7 @@ def diversity_of_images(images: torch.Tensor, caption: str) -> dict[str, float]:
 
 def make_record(spec: RunSpec, metrics: dict, run_dir: Path, out: Path) -> dict:
     """The row of results.json of a finished run (its metrics.json, the diversity of its particles, the movement)."""
-    from lods.runs import read_config, recipe
+    from lods.runs import run_recipe
     from lods.toyworld.evaluate import METRIC_KEYS
 
     gt = {k[3:]: v for k, v in metrics.items() if k.startswith("gt/")}
@@ -335,7 +335,7 @@ def make_record(spec: RunSpec, metrics: dict, run_dir: Path, out: Path) -> dict:
         "seconds_per_step": metrics.get("seconds_per_step"),
         "wall_seconds": metrics.get("wall_seconds"),
         "run_dir": str(run_dir.relative_to(out)),
-        "recipe": recipe(read_config(run_dir)),
+        "recipe": run_recipe(run_dir),
     }
 
 
