@@ -235,3 +235,17 @@ def test_two_folders_are_compared_prompt_by_prompt_bound_result_and_gap(tmp_path
     assert json.loads((mine / "against.json").read_text())["against"] == str(theirs)
     with pytest.raises(SystemExit, match="not a fidelity folder"):
         fidelity.main(["--out", str(tmp_path / "nowhere"), "--against", str(theirs)])
+
+
+def test_a_bound_made_with_other_weights_is_refused_not_read_back(tmp_path):
+    prompt = fidelity.Prompt(CAPTION, "single")
+    record = {"prompt": CAPTION, "category": "single", "weights": "aaaa", "metrics": _metrics(20.0, 0.9)}
+    (tmp_path / "bound" / prompt.key).mkdir(parents=True)
+    fidelity.write_json(tmp_path / "bound" / prompt.key / fidelity.BOUND_RECORD, record)
+    args = (None, prompt, EVAL_VIEWS, [0], 50, 7.5, tmp_path)  # no model: a record is read back, nothing sampled
+    assert fidelity.bound_one(*args, weights="aaaa") == record
+    with pytest.raises(fidelity.FidelityError, match=r"other weights \(model.weights: 'aaaa' -> 'bbbb'\)"):
+        fidelity.bound_one(*args, weights="bbbb")
+    del record["weights"]  # a record from before bounds kept their weights: read back as before
+    fidelity.write_json(tmp_path / "bound" / prompt.key / fidelity.BOUND_RECORD, record)
+    assert fidelity.bound_one(*args, weights="bbbb") == record

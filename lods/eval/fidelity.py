@@ -185,15 +185,32 @@ def _mean(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, float]:
 # The 2D bound.
 
 
-def bound_one(model, prompt: Prompt, views, seeds: Sequence[int], steps: int, guidance: float, out: Path) -> dict:
-    """The 2D bound of one prompt (read back from bound/<key>/bound.json when there)."""
+def bound_one(
+    model,
+    prompt: Prompt,
+    views,
+    seeds: Sequence[int],
+    steps: int,
+    guidance: float,
+    out: Path,
+    weights: str | None = None,
+) -> dict:
+    """The 2D bound of one prompt (read back from bound/<key>/bound.json when there). ``weights``: the digest of
+    the prior's weights (``lods.runs.weights_digest``), kept in the record; a record made with other weights is
+    refused rather than read back as this prior's bound."""
     from lods.toyworld.evaluate import sample
     from lods.utils.images import save_grid
 
     folder = out / "bound" / prompt.key
     record_file = folder / BOUND_RECORD
     if record_file.is_file():
-        return json.loads(record_file.read_text())
+        record = json.loads(record_file.read_text())
+        if weights is not None and record.get("weights", weights) != weights:
+            raise FidelityError(
+                f"'{record_file}' is the bound of other weights (model.weights: {record['weights']!r} -> "
+                f"{weights!r}); move the folder away or choose another --out"
+            )
+        return record
     captions = view_captions(prompt.text, views)
     started = time.perf_counter()
     per_seed, images = [], []
@@ -208,6 +225,7 @@ def bound_one(model, prompt: Prompt, views, seeds: Sequence[int], steps: int, gu
         "views": [list(v) for v in views],
         "captions": captions,
         "seeds": list(seeds),
+        "weights": weights,
         "metrics": _mean(per_seed, METRICS),
         "per_seed": per_seed,
         "seconds": round(time.perf_counter() - started, 2),
@@ -715,12 +733,19 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(out / "settings.json", settings)
     started = time.perf_counter()
     if args.model == "toyworld":
-        from lods.toyworld.model import load_prior
+        from lods.runs import weights_digest
+        from lods.toyworld.model import PRIOR_DIR, load_prior
 
         path = None if args.model_path is None else str(args.model_path)
         model = load_prior(path, device="cpu" if args.accelerator == "cpu" else "auto")
+        weights = weights_digest(PRIOR_DIR if path is None else Path(path).expanduser())
         for i, prompt in enumerate(args.prompt_list, 1):
-            record = bound_one(model, prompt, EVAL_VIEWS, args.bound_seeds, args.bound_steps, args.bound_guidance, out)
+            try:
+                record = bound_one(
+                    model, prompt, EVAL_VIEWS, args.bound_seeds, args.bound_steps, args.bound_guidance, out, weights
+                )
+            except FidelityError as error:
+                raise SystemExit(f"error: {error}") from None
             m = record["metrics"]
             print(f"[bound {i}/{len(args.prompt_list)}] '{prompt.text}': psnr {m['psnr']:.2f}, iou {m['iou']:.3f}")
         del model
