@@ -123,14 +123,7 @@ or any diffusers SD-format loader.
 - Parameters: {size or "see the component configs"}.
 
 ## Data and training
-- {training["views"]} renders of {training["scenes"]} scenes (the three categories in equal shares), random
-  cameras (full azimuth circle, elevation -10..80 degrees), captions with DreamFusion view suffixes by the
-  thresholds of `lods.cameras.view_direction`. {_caption_mix(training)}
-- VAE {training["vae_steps"]} steps, then text encoder + U-Net {training["diffusion_steps"]} steps (EMA of the
-  U-Net ships); seed {training["seed"]}.
-- Wall time: {training["wall_seconds_this_invocation"] / 60:.0f} min ({training["wall_seconds_this_invocation"]} s, all
-  stages in one invocation) on {training["hardware"]}.{_wall_note(training)}
-- Reproduce: `make toyworld-prior` (then `make toyworld-card` rewrites this card from new measurements).
+{_training_section(training)}
 
 ## Sample quality against ground truth
 {evaluation["sampler"]}; {per_category} captions per category (fixed, seeded; each with a front, side or back
@@ -147,6 +140,43 @@ silhouette). The samples are in `samples.png` (one row per category), every numb
 Trained for about an hour on CPU: it knows the toyworld's colours and shapes far better than its
 compositions; read the table above before trusting a category.
 """
+
+
+def _training_section(training: dict) -> str:
+    """What the weights were trained on and how long it took; a continued prior (``init``, its start's record
+    under "continued_from") first says how its start was trained, then what it was trained on after that."""
+    base = training.get("continued_from")
+    if base is None:
+        return _stages(training) + (
+            "\n- Reproduce: `make toyworld-prior` (then `make toyworld-card` rewrites this card from new measurements)."
+        )
+    shares = {
+        c: training["categories"].count(c) / len(training["categories"]) for c in dict.fromkeys(training["categories"])
+    }
+    mix = ", ".join(f"{c} {share:.0%}" for c, share in shares.items())
+    return f"""Trained in two runs: the first from scratch, the second going on from its weights.
+
+{_stages(base)}
+
+Then, from those weights (`python -m lods.toyworld.prior init=<first run's folder> ...`):
+- {training["views"]} renders of {training["scenes"]} new scenes (seed {training["seed"]}; categories {mix}), the same
+  cameras and caption mix; the VAE and latent scaling factor kept.
+- Text encoder + U-Net {training["diffusion_steps"]} more steps at learning rate {training["diffusion_lr"]:g} (a
+  fresh AdamW; the EMA restarted from the first run's EMA weights, which are where training went on from).
+- Wall time: {training["wall_seconds_this_invocation"] / 60:.0f} min ({training["wall_seconds_this_invocation"]} s) on
+  {training["hardware"]}.{_wall_note(training)}
+- Reproduce: `make toyworld-prior`, then the second run's command with `init=` that folder (its settings are in
+  `training.json`; README "Fidelity" gives it in full), then `make toyworld-card`."""
+
+
+def _stages(training: dict) -> str:
+    return f"""- {training["views"]} renders of {training["scenes"]} scenes (the three categories in equal shares), random
+  cameras (full azimuth circle, elevation -10..80 degrees), captions with DreamFusion view suffixes by the
+  thresholds of `lods.cameras.view_direction`. {_caption_mix(training)}
+- VAE {training["vae_steps"]} steps, then text encoder + U-Net {training["diffusion_steps"]} steps (EMA of the
+  U-Net ships); seed {training["seed"]}.
+- Wall time: {training["wall_seconds_this_invocation"] / 60:.0f} min ({training["wall_seconds_this_invocation"]} s, all
+  stages in one invocation) on {training["hardware"]}.{_wall_note(training)}"""
 
 
 def _wall_note(training: dict) -> str:

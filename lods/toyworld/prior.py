@@ -295,6 +295,7 @@ def train_prior(cfg: DictConfig) -> Path:
     record = {
         "seed": cfg.seed,
         "init": str(Path(init).resolve()) if init else None,
+        "continued_from": _training_record(init) if init else None,  # kept: shipping overwrites the init folder
         "categories": list(cfg.data.get("categories") or grammar.CATEGORIES),
         "views": len(views),
         "scenes": cfg.data.num_scenes,
@@ -315,6 +316,12 @@ def train_prior(cfg: DictConfig) -> Path:
     (output / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info("saved the toyworld prior to %s", output)
     return output
+
+
+def _training_record(folder: str) -> dict | None:
+    """The training.json of a trained prior's folder (None where it has none)."""
+    path = Path(folder) / "training.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _hardware() -> str:

@@ -79,3 +79,24 @@ def test_card_without_previous_or_floors_has_no_such_sections():
 def test_previous_folder_without_evaluation_is_named(tmp_path):
     with pytest.raises(SystemExit, match=str(tmp_path)):
         card_module.previous_record(tmp_path)
+
+
+def test_a_continued_prior_card_says_how_its_start_was_trained_and_what_came_after():
+    continued = {
+        **TRAINING,
+        "views": 16000,
+        "scenes": 4000,
+        "seed": 1,
+        "vae_steps": 0,
+        "diffusion_steps": 2000,
+        "diffusion_lr": 2e-4,
+        "categories": ["surroundings", "surroundings", "single", "multiple"],
+        "wall_seconds_this_invocation": 3428.3,
+        "continued_from": TRAINING,
+    }
+    text = card_module.card(continued, _evaluation(0.5, 0.5), per_category=8)
+    assert "Trained in two runs" in text
+    assert "24000 renders of 6000 scenes" in text and "VAE 10 steps" in text  # the start
+    assert "16000 renders of 4000 new scenes (seed 1; categories surroundings 50%, single 25%, multiple 25%)" in text
+    assert "2000 more steps at learning rate 0.0002" in text and "57 min (3428.3 s)" in text
+    assert "Trained in two runs" not in card_module.card(TRAINING, _evaluation(0.5, 0.5), per_category=8)

@@ -71,6 +71,7 @@ def test_a_trained_prior_goes_on_training_on_views_of_chosen_categories(tmp_path
     record = json.loads((continued / "training.json").read_text())
     assert record["init"] == str(first.resolve()) and record["categories"] == ["surroundings"]
     assert record["vae_steps"] == 0 and record["diffusion_steps"] == 4
+    assert record["continued_from"] == json.loads((first / "training.json").read_text())  # the start's own record
 
     same = [*TOY, f"init={first}", f"output={first}"]
     with pytest.raises(ValueError, match="same folder"):
