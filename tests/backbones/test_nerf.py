@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from nerfstudio.field_components.encodings import HashEncoding
@@ -99,6 +101,20 @@ def test_blob_initialisation():
         empty = make(blob_density=0.0, density_bias=-5.0)
     assert empty.density(torch.zeros(1, 3)) < 0.05
     assert empty.occupancy_mask.all()
+
+
+def test_the_halo_raises_the_faint_start_to_its_density_within_its_radius():
+    """A floor under the blob (halo_density, out to halo_radius): the backdrop's cells start occupied."""
+    plain, halo = make(), make(halo_density=0.3, halo_radius=0.9)
+    x = torch.tensor([[0.0, 0.0, 0.0], [0.7, 0.0, 0.0], [0.0, -0.5, 0.6], [0.9, 0.9, 0.0]])
+    blob = plain.blob_density * (1 - x.norm(dim=-1) / plain.blob_radius)
+    expected = plain.density(x) * torch.where(blob < math.log(0.3), 0.3 / blob.exp(), torch.ones(()))
+    expected[3] = plain.density(x[3:])  # beyond halo_radius (|x| = 1.27): the blob alone
+    torch.testing.assert_close(halo.density(x), expected, rtol=1e-5, atol=0)
+    assert (blob[1:3] < math.log(0.3)).all()  # the two points the floor lifts
+    assert halo.occupancy_mask.sum() > plain.occupancy_mask.sum()
+    with pytest.raises(ValueError, match="halo_density"):
+        make(halo_density=-1.0)
 
 
 def test_determinism_with_a_seeded_generator():
@@ -201,8 +217,9 @@ def test_normals_unit_length_where_opaque_and_outward():
     assert (facing[solid] > 0).float().mean() > 0.95
 
 
-def test_analytic_normals_match_finite_differences():
-    backbone = make(blob_density=4.0)
+@pytest.mark.parametrize("halo_density", [0.0, 1.0])
+def test_analytic_normals_match_finite_differences(halo_density):
+    backbone = make(blob_density=4.0, halo_density=halo_density)  # halo 1: the floor from |x| = 0.5 outwards
     with torch.no_grad():  # a field with structure beyond the blob
         backbone.encoding.hash_table.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
     points = (torch.rand(200, 3, generator=torch.Generator().manual_seed(4)) - 0.5) * 1.2
