@@ -165,8 +165,10 @@ Then, from those weights (`python -m lods.toyworld.prior init=<first run's folde
   fresh AdamW; the EMA restarted from the first run's EMA weights, which are where training went on from).
 - Wall time: {training["wall_seconds_this_invocation"] / 60:.0f} min ({training["wall_seconds_this_invocation"]} s) on
   {training["hardware"]}.{_wall_note(training)}
-- Reproduce: `make toyworld-prior`, then the second run's command with `init=` that folder (its settings are in
-  `training.json`; README "Fidelity" gives it in full), then `make toyworld-card`."""
+- Reproduce: `python -m lods.toyworld.prior output=FIRST` (the first run, as `make toyworld-prior` but into FIRST), then
+  `python -m lods.toyworld.prior init=FIRST output=DIR seed={training["seed"]} data.num_scenes={training["scenes"]}
+  'data.categories=[{",".join(training["categories"])}]' unet.steps={training["diffusion_steps"]} unet.lr={training["diffusion_lr"]:g}`,
+  then `python -m lods.toyworld.card --model DIR`."""
 
 
 def _stages(training: dict) -> str:

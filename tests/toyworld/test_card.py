@@ -99,4 +99,6 @@ def test_a_continued_prior_card_says_how_its_start_was_trained_and_what_came_aft
     assert "24000 renders of 6000 scenes" in text and "VAE 10 steps" in text  # the start
     assert "16000 renders of 4000 new scenes (seed 1; categories surroundings 50%, single 25%, multiple 25%)" in text
     assert "2000 more steps at learning rate 0.0002" in text and "57 min (3428.3 s)" in text
+    assert "seed=1 data.num_scenes=4000\n  'data.categories=[surroundings,surroundings,single,multiple]'" in text
+    assert "unet.steps=2000 unet.lr=0.0002" in text
     assert "Trained in two runs" not in card_module.card(TRAINING, _evaluation(0.5, 0.5), per_category=8)
