@@ -232,16 +232,27 @@ def weights_change(run_dir: str | Path, cfg: DictConfig) -> str | None:
     )
 
 
+# Options added after runs were recorded, whose default on some model is not what runs before them did: the
+# value in effect before the option existed. A recipe without the key had it.
+BEFORE_OPTION = {
+    "backbone.halo_points": 0,  # Gaussians' halo (toyworld default 500 since the continued prior shipped)
+    "backbone.halo_density": 0.0,  # NeRF's halo (toyworld default 0.2, the same day)
+}
+
+
 def recipe_changes(saved: dict[str, object], wanted: DictConfig, overrides: Sequence[str] = ()) -> list[str]:
     """Where a run's ``saved`` recipe and the config asked for now (``wanted``) describe different runs: one
-    'key: saved -> wanted' line per setting. A key the saved recipe lacks (an option added after the run, whose
-    default keeps the behaviour from before it) counts only where ``overrides`` set it."""
+    'key: saved -> wanted' line per setting. A key the saved recipe lacks is an option added after the run: it
+    had the value of :data:`BEFORE_OPTION` where that names one; else the option's default keeps the behaviour
+    from before it, and it counts only where ``overrides`` set it."""
     named = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
     changes = []
     for key, value in recipe(wanted).items():
         if key in saved and saved[key] != value:
             changes.append(f"{key}: {saved[key]!r} -> {value!r}")
-        elif key not in saved and key in named:
+        elif key not in saved and key in BEFORE_OPTION and BEFORE_OPTION[key] != value:
+            changes.append(f"{key}: {BEFORE_OPTION[key]!r} (before the option) -> {value!r}")
+        elif key not in saved and key not in BEFORE_OPTION and key in named:
             changes.append(f"{key}: (not an option then) -> {value!r}")
     return changes
 

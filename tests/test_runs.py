@@ -59,10 +59,17 @@ def test_a_run_made_with_other_settings_is_named_key_by_key(tmp_path):
         runs.require_recipe(tmp_path, wanted)  # the saved side from config.yaml; an option added since is left out
     saved.backbone.init_radius = 0.3
     runs.require_recipe(tmp_path, wanted, saved=runs.recipe(saved))
-    assert runs.recipe_changes(runs.recipe(saved), wanted, ["backbone.halo_points=0"]) == [
-        "backbone.halo_points: (not an option then) -> 0"
+    wanted.backbone.new_option = 1  # an option added after the run whose default does what runs did before it
+    assert runs.recipe_changes(runs.recipe(saved), wanted) == []
+    assert runs.recipe_changes(runs.recipe(saved), wanted, ["backbone.new_option=1"]) == [
+        "backbone.new_option: (not an option then) -> 1"
     ]
     runs.require_recipe(tmp_path / "elsewhere", wanted)  # neither a record's recipe nor a config.yaml: unchecked
+    # An option whose default changed what runs do: a recipe from before it had the value it replaced.
+    assert runs.recipe_changes({"backbone.init_radius": 0.3}, OmegaConf.create({"backbone": {"halo_points": 500}})) == [
+        "backbone.halo_points: 0 (before the option) -> 500"
+    ]
+    assert runs.recipe_changes({}, OmegaConf.create({"backbone": {"halo_density": 0.0}})) == []
 
 
 def test_config_changes_name_each_differing_key_and_cap_the_list():
