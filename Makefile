@@ -40,8 +40,11 @@ gpu-wheels:  ## download (PyPI) the wheels gpu-check installs on a CUDA machine 
 gpu-check:  ## on a CUDA machine (~8 min): gsplat build, pytest -m cuda, open_clip tests, fullscale fp16 -> bench/gpu_check/
 	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
 
-toyworld-prior:  ## retrain the toyworld prior from scratch into lods/models/toyworld (~1 h on 2 CPU cores; git keeps the old), then its card
-	$(PYTHON) -m lods.toyworld.prior
+PRIOR_FIRST ?= outputs/toyworld_prior_first
+toyworld-prior:  ## retrain the shipped toyworld prior (from scratch into PRIOR_FIRST, then on from it into lods/models/toyworld; ~3 h on 2 CPU cores; git keeps the old), then its card
+	$(PYTHON) -m lods.toyworld.prior output=$(PRIOR_FIRST)
+	$(PYTHON) -m lods.toyworld.prior init=$(PRIOR_FIRST) seed=1 data.num_scenes=4000 \
+		'data.categories=[surroundings,surroundings,single,multiple]' unet.steps=2000 unet.lr=2e-4
 	$(MAKE) toyworld-card
 
 toyworld-card:  ## measure the shipped prior against ground truth and rewrite its model card

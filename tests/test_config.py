@@ -82,10 +82,14 @@ def test_gaussians_on_the_toyworld_prior_have_their_own_measured_sds_guidance_an
 
 def test_toyworld_starts_3d_from_a_smaller_ball_and_blob_and_other_models_keep_the_reference_sizes():
     assert make_config(["backbone=gaussians"]).backbone.init_radius == 0.3  # model=toyworld
+    assert make_config(["backbone=gaussians"]).backbone.halo_points == 500  # ... with a halo for the backdrop
     assert make_config(["backbone=nerf"]).backbone.blob_radius == 0.3
+    assert make_config(["backbone=nerf"]).backbone.halo_density == 0.2
     for model in ("sd21_base", "sd15", "tiny"):
         assert make_config(["backbone=gaussians", f"model={model}"]).backbone.init_radius == 0.6
+        assert make_config(["backbone=gaussians", f"model={model}"]).backbone.halo_points == 0
         assert make_config(["backbone=nerf", f"model={model}"]).backbone.blob_radius == 0.5
+        assert make_config(["backbone=nerf", f"model={model}"]).backbone.halo_density == 0.0
     assert make_config(["backbone=gaussians", "backbone.init_radius=0.6"]).backbone.init_radius == 0.6
 
 

@@ -254,8 +254,9 @@ def _before(evaluation: dict, section: str) -> str:
         table = markdown_table(previous[section]["per_category"], OPEN_KEYS)
     else:
         table = view_check.markdown(previous[section]["table"])
+    how = previous["training"]
     return f"""
-Before (the weights these replace, same captions and seeds; {previous["training"]}):
+Before (the weights these replace, same captions and seeds; {how[:1].lower() + how[1:]}):
 
 {table}"""
 
