@@ -123,7 +123,7 @@ def _prepare_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path, Path | None]:
         if changed:
             raise RunDirectoryError(
                 f"cannot resume '{cfg.resume}': its model's weights are not the ones it started with ({changed}; "
-                "the prior was retrained in the same folder); resuming would mix two priors in one run"
+                "the prior was retrained or replaced in the same folder); resuming would mix two priors in one run"
             )
         with open_dict(run_cfg):
             run_cfg.resume = str(run_dir)

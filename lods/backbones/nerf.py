@@ -465,17 +465,18 @@ class NeRFBackbone(Backbone3D):
         """density_bias + blob_density (1 - |x| / blob_radius), added before the activation, and where the halo
         replaces it (None without one): within halo_radius, where the blob is fainter than halo_density, the
         pre-activation of halo_density instead (a flat floor, no slope)."""
+        r = positions.norm(dim=-1)
         if self.blob_density == 0:
             blob = positions.new_full(positions.shape[:-1], self.density_bias)
         else:
-            blob = self.density_bias + self.blob_density * (1 - positions.norm(dim=-1) / self.blob_radius)
+            blob = self.density_bias + self.blob_density * (1 - r / self.blob_radius)
         if self.halo_density == 0:
             return blob, None
         if self.density_activation == "trunc_exp":  # the activation's inverse at halo_density
             floor = math.log(self.halo_density)
         else:
             floor = math.log(math.expm1(self.halo_density))
-        halo = (positions.norm(dim=-1) <= self.halo_radius) & (blob < floor)
+        halo = (r <= self.halo_radius) & (blob < floor)
         return torch.where(halo, blob.new_tensor(floor), blob), halo
 
     def _activate(self, raw: Tensor) -> Tensor:

@@ -148,7 +148,8 @@ def _training_section(training: dict) -> str:
     base = training.get("continued_from")
     if base is None:
         return _stages(training) + (
-            "\n- Reproduce: `make toyworld-prior` (then `make toyworld-card` rewrites this card from new measurements)."
+            "\n- Reproduce: `python -m lods.toyworld.prior` (then `make toyworld-card` rewrites this card from new"
+            " measurements)."
         )
     shares = {
         c: training["categories"].count(c) / len(training["categories"]) for c in dict.fromkeys(training["categories"])
@@ -165,7 +166,7 @@ Then, from those weights (`python -m lods.toyworld.prior init=<first run's folde
   fresh AdamW; the EMA restarted from the first run's EMA weights, which are where training went on from).
 - Wall time: {training["wall_seconds_this_invocation"] / 60:.0f} min ({training["wall_seconds_this_invocation"]} s) on
   {training["hardware"]}.{_wall_note(training)}
-- Reproduce: `python -m lods.toyworld.prior output=FIRST` (the first run, as `make toyworld-prior` but into FIRST), then
+- Reproduce (`make toyworld-prior` runs both): `python -m lods.toyworld.prior output=FIRST` (the first run), then
   `python -m lods.toyworld.prior init=FIRST output=DIR seed={training["seed"]} data.num_scenes={training["scenes"]}
   'data.categories=[{",".join(training["categories"])}]' unet.steps={training["diffusion_steps"]} unet.lr={training["diffusion_lr"]:g}`,
   then `python -m lods.toyworld.card --model DIR`."""

@@ -1,6 +1,6 @@
 """Train the embedded toyworld prior: an SD-format latent diffusion model of the toyworld.
 
-    make toyworld-prior                        # = python -m lods.toyworld.prior
+    python -m lods.toyworld.prior              # one run from scratch (make toyworld-prior: this, then init= as below)
     python -m lods.toyworld.prior resume=outputs/toyworld_prior/<run>   # continue a killed run
     python -m lods.toyworld.prior init=lods/models/toyworld output=<folder> unet.steps=2000 unet.lr=2e-4 \
         'data.categories=[surroundings,surroundings,single,multiple]'      # go on training the shipped prior
