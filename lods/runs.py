@@ -237,6 +237,7 @@ def weights_change(run_dir: str | Path, cfg: DictConfig) -> str | None:
 BEFORE_OPTION = {
     "backbone.halo_points": 0,  # Gaussians' halo (toyworld default 500 since the continued prior shipped)
     "backbone.halo_density": 0.0,  # NeRF's halo (toyworld default 0.2, the same day)
+    "backbone.halo_fade_steps": None,  # NeRF's halo fading (toyworld default since the sitting of 2026-12-07)
 }
 
 

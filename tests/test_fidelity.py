@@ -178,6 +178,8 @@ def test_labels_map_to_overrides_and_a_reused_label_with_other_overrides_is_refu
     assert fidelity.prior_overrides("sds@inf") == ("prior=sds", "prior.guidance_scale=inf")
     label, overrides = fidelity.parse_variant("sds_t=prior=sds, prior.timesteps.t_max=0.5")
     assert (label, overrides) == ("sds_t", ("prior=sds", "prior.timesteps.t_max=0.5"))
+    listed = fidelity.parse_variant("fade=prior=sds,backbone.halo_fade_steps=[300, 600],trainer.max_steps=9")[1]
+    assert listed == ("prior=sds", "backbone.halo_fade_steps=[300, 600]", "trainer.max_steps=9")
     prompt = fidelity.select_prompts(1, ["single"])[0]
     spec = fidelity.RunSpec("gaussians", "sds@30", prompt, 0)
     assert spec.directory(tmp_path).parts[-3] == "sds_s30"

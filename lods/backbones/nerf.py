@@ -4,7 +4,9 @@ Field. Positions in the box ``[-radius, radius]^3`` are mapped to ``[0, 1]^3`` a
 ``HashEncoding`` (tiny-cuda-nn when CUDA and ``tinycudann`` are there, else PyTorch). Two nerfstudio ``MLP``
 heads read the encoding: density (``trunc_exp`` or ``softplus`` of the head's output plus ``density_bias``
 plus the Magic3D blob ``blob_density * (1 - |x| / blob_radius)``, raised to the density ``halo_density``
-where it falls below it within ``halo_radius``: a faint shell the backdrop can grow from) and colour (sigmoid; view-independent
+where it falls below it within ``halo_radius``: a faint shell the backdrop can grow from; over
+``halo_fade_steps`` its density falls geometrically to ``halo_final_density``, so that once the backdrop has grown,
+the empty shell leaves the occupancy grid and stops costing samples) and colour (sigmoid; view-independent
 albedo as in DreamFusion unless ``view_dependent``, which adds nerfstudio's SH direction encoding). The
 PyTorch path of the encoding is replaced by ``HashGrid.pytorch_fwd``: the same table, hash and trilinear
 interpolation as nerfstudio's (checked in the tests), 2-3x faster on CPU (forward + backward), and with the
@@ -229,6 +231,19 @@ def _positive(name: str, value: float, strict: bool = True) -> None:
         raise ValueError(f"{name} must be {'>' if strict else '>='} 0, got {value}")
 
 
+def _fade_window(value) -> tuple[int, int] | None:
+    """``halo_fade_steps``: None (no fade) or ``[start, end]`` with 0 <= start < end."""
+    if value is None:
+        return None
+    try:
+        start, end = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"halo_fade_steps must be null or [start, end], e.g. [300, 600]; got {value}") from None
+    if not 0 <= start < end:
+        raise ValueError(f"halo_fade_steps must be [start, end] with 0 <= start < end; got {list(value)}")
+    return start, end
+
+
 def _schedule(value) -> list[tuple[int, int]] | None:
     """``[[step, resolution], ...]``: steps start at 0 and increase, resolutions are positive integers."""
     if value is None:
@@ -264,6 +279,8 @@ class NeRFBackbone(Backbone3D):
         blob_radius: float = 0.5,
         halo_density: float = 0.0,
         halo_radius: float = 0.9,
+        halo_fade_steps: Sequence[int] | None = None,
+        halo_final_density: float = 0.02,
         # --- field
         implementation: str = "auto",
         num_levels: int = 8,
@@ -319,6 +336,7 @@ class NeRFBackbone(Backbone3D):
             ("radius", radius),
             ("blob_radius", blob_radius),
             ("halo_radius", halo_radius),
+            ("halo_final_density", halo_final_density),
             ("finite_difference_eps", finite_difference_eps),
             ("occupancy_threshold", occupancy_threshold),
             ("lr_encoding", lr_encoding),
@@ -384,6 +402,8 @@ class NeRFBackbone(Backbone3D):
         self.radius, self.density_activation, self.density_bias = float(radius), density_activation, float(density_bias)
         self.blob_density, self.blob_radius = float(blob_density), float(blob_radius)
         self.halo_density, self.halo_radius = float(halo_density), float(halo_radius)
+        self.halo_fade = _fade_window(halo_fade_steps)
+        self.halo_final_density = float(halo_final_density)
         self.view_dependent, self.normals, self.fd_eps = bool(view_dependent), normals, float(finite_difference_eps)
         self.shading, self.shading_prob, self.ambient, self.light_jitter = shading, shading_prob, ambient, light_jitter
         self.num_coarse_samples, self.num_fine_samples = num_coarse_samples, num_fine_samples
@@ -461,10 +481,19 @@ class NeRFBackbone(Backbone3D):
     def _unit(self, positions: Tensor) -> Tensor:
         return ((positions / self.radius + 1) / 2).clamp(0, 1)
 
+    def halo_at(self, step: int) -> float:
+        """The halo's density at ``step``: ``halo_density`` until ``halo_fade_steps`` starts, then falling
+        geometrically (linearly in the trunc_exp pre-activation) to ``halo_final_density`` at its end."""
+        if self.halo_fade is None or step <= self.halo_fade[0]:
+            return self.halo_density
+        start, end = self.halo_fade
+        progress = min(1.0, (step - start) / (end - start))
+        return self.halo_density * (self.halo_final_density / self.halo_density) ** progress
+
     def _blob(self, positions: Tensor) -> tuple[Tensor, Tensor | None]:
         """density_bias + blob_density (1 - |x| / blob_radius), added before the activation, and where the halo
-        replaces it (None without one): within halo_radius, where the blob is fainter than halo_density, the
-        pre-activation of halo_density instead (a flat floor, no slope)."""
+        replaces it (None without one): within halo_radius, where the blob is fainter than the halo's density at
+        the occupancy grid's step (``halo_at``), that density's pre-activation instead (a flat floor, no slope)."""
         r = positions.norm(dim=-1)
         if self.blob_density == 0:
             blob = positions.new_full(positions.shape[:-1], self.density_bias)
@@ -472,10 +501,11 @@ class NeRFBackbone(Backbone3D):
             blob = self.density_bias + self.blob_density * (1 - r / self.blob_radius)
         if self.halo_density == 0:
             return blob, None
-        if self.density_activation == "trunc_exp":  # the activation's inverse at halo_density
-            floor = math.log(self.halo_density)
+        density = self.halo_at(int(self.occupancy_step))
+        if self.density_activation == "trunc_exp":  # the activation's inverse at the halo's density
+            floor = math.log(density)
         else:
-            floor = math.log(math.expm1(self.halo_density))
+            floor = math.log(math.expm1(density))
         halo = (r <= self.halo_radius) & (blob < floor)
         return torch.where(halo, blob.new_tensor(floor), blob), halo
 
@@ -530,6 +560,7 @@ class NeRFBackbone(Backbone3D):
         g = torch.Generator().manual_seed(int(step) + 1)
         cells = torch.stack(torch.meshgrid(*(torch.arange(G),) * 3, indexing="ij"), dim=-1).reshape(-1, 3)
         points = (((cells + torch.rand(cells.shape, generator=g)) / G * 2 - 1) * self.radius).to(device)
+        self.occupancy_step.fill_(int(step))  # first: the halo's density (halo_at) follows this step
         with torch.no_grad():
             new = torch.cat([self.density(points[i : i + self.chunk]) for i in range(0, len(points), self.chunk)])
             decay = self.occupancy_decay if decay is None else decay
@@ -545,7 +576,6 @@ class NeRFBackbone(Backbone3D):
             mask = torch.ones_like(mask)
         self.occupancy_density.copy_(grid)
         self.occupancy_mask.copy_(mask)
-        self.occupancy_step.fill_(int(step))
 
     def _occupied(self, positions: Tensor) -> Tensor:
         G = self.occupancy_resolution

@@ -116,11 +116,23 @@ def prior_overrides(label: str, variants: dict[str, tuple[str, ...]] | None = No
     return (*PRIORS[name], f"prior.guidance_scale={guidance}")
 
 
+def _top_level_split(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets (a Hydra list value, ``key=[300,600]``, stays whole)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[({") - (char in "])}")
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
 def parse_variant(spec: str) -> tuple[str, tuple[str, ...]]:
-    """``--variant LABEL=OVERRIDE[,OVERRIDE...]``, e.g. ``sds_tmax0.5=prior=sds,prior.timesteps.t_max=0.5``."""
+    """``--variant LABEL=OVERRIDE[,OVERRIDE...]``, e.g. ``sds_tmax0.5=prior=sds,prior.timesteps.t_max=0.5``;
+    a list value keeps its commas (``backbone.halo_fade_steps=[300,600]``)."""
     label, eq, rest = spec.partition("=")
     label = label.strip()
-    overrides = tuple(o.strip() for o in rest.split(",") if o.strip())
+    overrides = tuple(o.strip() for o in _top_level_split(rest) if o.strip())
     if not eq or not label or not overrides or any("=" not in o for o in overrides):
         raise FidelityError(f"--variant takes LABEL=key=value[,key=value...], got '{spec}'")
     if label.partition("@")[0] in PRIORS or "/" in label:

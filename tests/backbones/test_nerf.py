@@ -117,6 +117,36 @@ def test_the_halo_raises_the_faint_start_to_its_density_within_its_radius():
         make(halo_density=-1.0)
 
 
+def test_the_halo_fades_geometrically_and_its_empty_shell_leaves_the_occupancy_grid():
+    """halo_fade_steps [start, end]: the floor's density goes from halo_density to halo_final_density, geometric
+    in between, following the occupancy grid's step; at the end the untouched shell (0.01 < threshold 0.1) is
+    no longer occupied, so it costs no samples; the grid state (its step) carries the floor through a resume."""
+    fading = make(halo_density=0.4, halo_radius=0.9, halo_fade_steps=[100, 300], halo_final_density=0.01)
+    assert [fading.halo_at(s) for s in (0, 100, 300, 1000)] == [0.4, 0.4, pytest.approx(0.01), pytest.approx(0.01)]
+    assert fading.halo_at(200) == pytest.approx(math.sqrt(0.4 * 0.01))  # halfway: the geometric mean
+    plain = make()
+    shell = torch.tensor([[0.85, 0.0, 0.0], [0.0, -0.5, 0.6]])  # where the blob alone is below every floor
+    blob = plain.blob_density * (1 - shell.norm(dim=-1) / plain.blob_radius)
+    assert (blob < math.log(0.01)).all()
+    density = plain.density(shell) / blob.exp()  # exp(field head) at these points
+    start_occupied = fading.occupancy_mask.sum()
+    torch.testing.assert_close(fading.density(shell), 0.4 * density, rtol=1e-5, atol=0)
+    fading.update_occupancy(step=200)
+    torch.testing.assert_close(fading.density(shell), math.sqrt(0.4 * 0.01) * density, rtol=1e-5, atol=0)
+    fading.update_occupancy(step=300, decay=0.0)
+    torch.testing.assert_close(fading.density(shell), 0.01 * density, rtol=1e-5, atol=0)
+    assert fading.occupancy_mask.sum() < start_occupied
+    resumed = make(halo_density=0.4, halo_radius=0.9, halo_fade_steps=[100, 300], halo_final_density=0.01)
+    resumed.load_state_dict(fading.state_dict())
+    torch.testing.assert_close(resumed.density(shell), fading.density(shell), rtol=0, atol=0)
+    assert make(halo_density=0.4, halo_fade_steps=None).halo_at(10**6) == 0.4  # no fade: it stays
+    for bad in ([300, 100], [5], "soon"):
+        with pytest.raises(ValueError, match="halo_fade_steps"):
+            make(halo_density=0.4, halo_fade_steps=bad)
+    with pytest.raises(ValueError, match="halo_final_density"):
+        make(halo_density=0.4, halo_fade_steps=[0, 10], halo_final_density=0.0)
+
+
 def test_determinism_with_a_seeded_generator():
     def run(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(seed + 123)  # the global RNG must not matter
