@@ -16,6 +16,7 @@ def _by_dims(value_2d, value_3d, *, _root_):
 
 TOYWORLD_LOADER = "lods.toyworld.model.load_prior"
 GAUSSIANS_BACKBONE = "lods.backbones.gaussians.GaussianBackbone"
+SDS_PRIOR = "lods.priors.SDS"
 
 
 def _targets(root, key: str, target: str) -> bool:
@@ -33,6 +34,12 @@ def _on_gaussians(gaussians_value, other_value, *, _root_):
     return gaussians_value if _targets(_root_, "backbone", GAUSSIANS_BACKBONE) else other_value
 
 
+def _on_sds(sds_value, other_value, *, _root_):
+    """A backbone default measured with SDS only (e.g. NeRF's regulariser weights, set against SDS's gradient
+    at its toyworld guidance); every other prior keeps the value it was measured with."""
+    return sds_value if _targets(_root_, "prior", SDS_PRIOR) else other_value
+
+
 def _run_dir(resume, fresh):
     """A resumed run writes into its own directory; a new run gets a fresh, timestamped one."""
     return resume if resume else fresh
@@ -48,6 +55,7 @@ def register_resolvers() -> None:
         ("lods.by_dims", _by_dims),
         ("lods.on_toyworld", _on_toyworld),
         ("lods.on_gaussians", _on_gaussians),
+        ("lods.on_sds", _on_sds),
         ("lods.run_dir", _run_dir),
         ("lods.hydra_subdir", _hydra_subdir),
     )

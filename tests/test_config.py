@@ -72,12 +72,26 @@ def test_guidance_defaults_follow_the_task_dimension():
 def test_gaussians_on_the_toyworld_prior_have_their_own_measured_sds_guidance_and_the_rest_keep_the_papers():
     assert make_config(["prior=sds", "backbone=gaussians"]).prior.guidance_scale == 5  # model=toyworld
     assert make_config(["prior=sds", "backbone=gaussians", "model.path=/elsewhere"]).prior.guidance_scale == 5
-    assert make_config(["prior=sds", "backbone=nerf"]).prior.guidance_scale == 100
+    assert make_config(["prior=sds", "backbone=nerf"]).prior.guidance_scale == 30
     assert make_config(["prior=lods_embedding", "backbone=gaussians"]).prior.guidance_scale == 1000
     for model in ("sd21_base", "sd15", "tiny"):
         assert make_config(["prior=sds", "backbone=gaussians", f"model={model}"]).prior.guidance_scale == 100
         assert make_config(["prior=sds", f"model={model}"]).prior.guidance_scale == 7.5
     assert make_config(["prior=sds", "backbone=gaussians", "prior.guidance_scale=100"]).prior.guidance_scale == 100
+
+
+def test_nerf_regularisers_follow_sds_guidance_on_the_toyworld_prior_and_keep_their_weights_elsewhere():
+    def weights(*overrides):
+        cfg = make_config(["backbone=nerf", *overrides])
+        return cfg.prior.guidance_scale, cfg.backbone.sparsity_reg, cfg.backbone.orientation_reg
+
+    assert weights("prior=sds") == (30, 300.0, 30.0)  # model=toyworld
+    assert weights("prior=lods_lora") == (1000, 1000.0, 100.0)
+    assert weights("prior=sds", "model=sd21_base") == (100, 1000.0, 100.0)
+    assert weights("prior=sds", "backbone.sparsity_reg=50") == (30, 50.0, 30.0)
+    # the SD preset pins guidance 100 and the weights set against it, on any model
+    assert weights("experiment=sds_nerf")[1:] == (1000.0, 100.0)
+    assert make_config(["experiment=sds_nerf"]).prior.guidance_scale == 100
 
 
 def test_toyworld_starts_3d_from_a_smaller_ball_and_blob_and_other_models_keep_the_reference_sizes():
