@@ -235,7 +235,7 @@ def weights_change(run_dir: str | Path, cfg: DictConfig) -> str | None:
 # Options added after runs were recorded, whose default on some model is not what runs before them did: the
 # value in effect before the option existed. A recipe without the key had it.
 BEFORE_OPTION = {
-    "backbone.halo_points": 0,  # Gaussians' halo (toyworld default 500 since the continued prior shipped, 1000 later)
+    "backbone.halo_points": 0,  # Gaussians' halo (toyworld default since the continued prior shipped)
     "backbone.halo_density": 0.0,  # NeRF's halo (toyworld default 0.2, the same day)
     "backbone.halo_fade_steps": None,  # NeRF's halo fading (toyworld default since the sitting of 2026-12-07)
 }

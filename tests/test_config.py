@@ -96,7 +96,8 @@ def test_nerf_regularisers_follow_sds_guidance_on_the_toyworld_prior_and_keep_th
 
 def test_toyworld_starts_3d_from_a_smaller_ball_and_blob_and_other_models_keep_the_reference_sizes():
     assert make_config(["backbone=gaussians"]).backbone.init_radius == 0.3  # model=toyworld
-    assert make_config(["backbone=gaussians"]).backbone.halo_points == 1000  # ... with a halo for the backdrop
+    assert make_config(["backbone=gaussians"]).backbone.halo_points == 1000  # ... with a halo for the backdrop (SDS)
+    assert make_config(["backbone=gaussians", "prior=lods_embedding"]).backbone.halo_points == 500  # less haze
     assert make_config(["backbone=nerf"]).backbone.blob_radius == 0.3
     assert make_config(["backbone=nerf"]).backbone.halo_density == 0.2
     for model in ("sd21_base", "sd15", "tiny"):
@@ -107,12 +108,12 @@ def test_toyworld_starts_3d_from_a_smaller_ball_and_blob_and_other_models_keep_t
     assert make_config(["backbone=gaussians", "backbone.init_radius=0.6"]).backbone.init_radius == 0.6
 
 
-def test_the_gaussian_halo_on_the_toyworld_prior_reaches_every_point_of_its_floors_and_walls():
+def test_the_gaussian_halo_under_sds_on_the_toyworld_prior_reaches_every_point_of_its_floors_and_walls():
     from lods.toyworld import grammar as g
 
     floor_rim = math.hypot(g.FLOOR_RADIUS, g.FLOOR_Z)
     wall_corner = max(math.hypot(g.WALL_X, g.WALL_HALF_WIDTH, z) for z in g.WALL_Z_RANGE)
-    backbone = make_config(["backbone=gaussians"]).backbone
+    backbone = make_config(["backbone=gaussians", "prior=sds"]).backbone
     assert backbone.init_radius < min(abs(g.FLOOR_Z), abs(g.WALL_X))  # the backdrops lie in the halo's shell ...
     assert backbone.halo_radius >= max(floor_rim, wall_corner)  # ... out to their farthest points
 
