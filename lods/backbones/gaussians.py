@@ -75,7 +75,7 @@ class GaussianBackbone(Backbone3D):
         num_points: int = 2000,
         init_radius: float = 0.6,
         halo_points: int = 0,
-        halo_radius: float = 1.1,
+        halo_radius: float = 0.9,
         halo_opacity: float = 0.02,
         init_color: str = "grey",
         init_opacity: float = 0.1,
