@@ -35,8 +35,9 @@ def _on_gaussians(gaussians_value, other_value, *, _root_):
 
 
 def _on_sds(sds_value, other_value, *, _root_):
-    """A backbone default measured with SDS only (e.g. NeRF's regulariser weights, set against SDS's gradient
-    at its toyworld guidance); every other prior keeps the value it was measured with."""
+    """A backbone default measured with SDS only (NeRF's regulariser weights, set against SDS's gradient at its
+    toyworld guidance; the Gaussians' larger halo, which LODS-embedding leaves as haze); every other prior keeps
+    the value it was measured with."""
     return sds_value if _targets(_root_, "prior", SDS_PRIOR) else other_value
 
 
